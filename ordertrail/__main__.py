@@ -1,0 +1,3 @@
+from ordertrail.cli import main
+
+main()

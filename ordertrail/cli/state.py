@@ -1,0 +1,53 @@
+"""What every command shares: resolved config and store, opened lazily and closed on exit."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+
+from ordertrail.errors import ConfigError
+from ordertrail.schemas.config import Config, find_config_path, load_config
+from ordertrail.store import Store
+from ordertrail.store.engine import resolve_url
+
+
+@dataclass
+class AppState:
+    config_path: str | None = None
+    db_url: str | None = None
+    debug: bool = False
+    _config: Config | None = field(default=None, repr=False)
+    _store: Store | None = field(default=None, repr=False)
+
+    def config(self) -> Config:
+        if self._config is None:
+            path = find_config_path(self.config_path)
+            if path is None:
+                raise ConfigError(
+                    "no ordertrail.toml here; pass --config PATH, set ORDERTRAIL_CONFIG, "
+                    "or run 'ordertrail init'"
+                )
+            self._config = load_config(path)
+        return self._config
+
+    def maybe_config(self) -> Config | None:
+        """The config when there is one (status works on a bare store too)."""
+        if self.config_path or find_config_path(None):
+            return self.config()
+        return None
+
+    def store(self) -> Store:
+        if self._store is None:
+            cfg = self.maybe_config()
+            url = resolve_url(self.db_url, cfg.store_url if cfg else None)
+            logging.getLogger(__name__).debug("store %s", url)
+            self._store = Store(url)
+            click.get_current_context().call_on_close(self._store.close)
+        return self._store
+
+    def config_dir(self) -> Path:
+        cfg = self.config()
+        return Path(cfg.path).parent if cfg.path else Path.cwd()

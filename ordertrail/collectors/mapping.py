@@ -1,0 +1,182 @@
+"""Mapping: one raw record -> an OrderEvent, or a QuarantineRecord saying why not."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from ordertrail.collectors.base import RawRecord
+from ordertrail.collectors.timestamps import TimestampError, parse_timestamp, zone
+from ordertrail.schemas.config import SourceConfig
+from ordertrail.schemas.event import PHASES, OrderEvent, QuarantineRecord, derive_event_id
+
+_MISSING = object()
+
+
+def get_path(data: Mapping[str, Any], path: str, parts: tuple[str, ...]) -> Any:
+    """Value at a dotted path; a flat key spelled with dots (``"order.id"``) wins."""
+    v = data.get(path, _MISSING)
+    if v is not _MISSING or len(parts) == 1:
+        return v
+    cur: Any = data
+    for p in parts:
+        if isinstance(cur, Mapping):
+            cur = cur.get(p, _MISSING)
+        elif isinstance(cur, list) and p.isdigit() and int(p) < len(cur):
+            cur = cur[int(p)]
+        else:
+            return _MISSING
+        if cur is _MISSING:
+            return _MISSING
+    return cur
+
+
+def as_text_id(v: Any) -> str | None:
+    """An id as text, unchanged; numbers are accepted (1234 -> "1234"); empty is None."""
+    if v is None or v is _MISSING or isinstance(v, bool):
+        return None
+    if isinstance(v, str):
+        return v if v.strip() else None
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    if isinstance(v, float):
+        return repr(v)
+    return None
+
+
+def parse_traceparent(value: str) -> tuple[str, str] | None:
+    """W3C ``traceparent`` -> (trace_id, span_id), or None when malformed."""
+    parts = value.strip().split("-")
+    if len(parts) < 4 or len(parts[1]) != 32 or len(parts[2]) != 16:
+        return None
+    if parts[1] == "0" * 32 or parts[2] == "0" * 16:
+        return None
+    try:
+        int(parts[1], 16)
+        int(parts[2], 16)
+    except ValueError:
+        return None
+    return parts[1].lower(), parts[2].lower()
+
+
+class Mapper:
+    """Maps records of one source according to its config."""
+
+    def __init__(self, source: SourceConfig, hops: tuple[str, ...] | list[str]):
+        self.source = source
+        self.name = source.name
+        self.hops = frozenset(hops)
+        self.tz = zone(source.timezone)
+        self._order = (source.order_id, tuple(source.order_id.split(".")))
+        self._ts = (source.timestamp, tuple(source.timestamp.split(".")))
+        self._hop_field = (
+            (source.hop_field, tuple(source.hop_field.split("."))) if source.hop_field else None
+        )
+        self._phase = (source.phase, tuple(source.phase.split("."))) if source.phase else None
+        self._eid = (
+            (source.event_id, tuple(source.event_id.split("."))) if source.event_id else None
+        )
+        self._trace = (
+            (source.trace_id, tuple(source.trace_id.split("."))) if source.trace_id else None
+        )
+        self._span = (source.span_id, tuple(source.span_id.split("."))) if source.span_id else None
+        self._attrs = [(k, p, tuple(p.split("."))) for k, p in source.attributes.items()]
+        self._phase_map = {k.lower(): v for k, v in source.phase_map.items()}
+
+    def _quarantine(self, rec: RawRecord, reason: str) -> QuarantineRecord:
+        return QuarantineRecord(
+            source=self.name,
+            source_ref=rec.source_ref,
+            reason=reason,
+            raw=rec.raw.decode("utf-8", "replace"),
+        )
+
+    def map(self, rec: RawRecord) -> OrderEvent | QuarantineRecord:
+        if rec.error:
+            return self._quarantine(rec, rec.error)
+        data = rec.data
+        if data is None:
+            try:
+                data = orjson.loads(rec.raw)
+            except orjson.JSONDecodeError as e:
+                return self._quarantine(rec, f"malformed JSON: {e}")
+            if not isinstance(data, dict):
+                return self._quarantine(
+                    rec, f"record is a JSON {type(data).__name__}, not an object"
+                )
+        src = self.source
+
+        order_id = as_text_id(get_path(data, *self._order))
+        if order_id is None:
+            raw_oid = get_path(data, *self._order)
+            what = "missing" if raw_oid is _MISSING or raw_oid is None else "empty or invalid"
+            return self._quarantine(rec, f"{what} order id (field {src.order_id!r})")
+
+        if self._hop_field:
+            hv = get_path(data, *self._hop_field)
+            if hv is _MISSING or hv is None or hv == "":
+                return self._quarantine(rec, f"missing hop (field {src.hop_field!r})")
+            hop = str(hv)
+            hop = src.hop_map.get(hop, hop)
+        else:
+            hop = src.hop or ""
+        if hop not in self.hops:
+            return self._quarantine(rec, f"unknown hop {hop!r} (not declared in the pipeline)")
+
+        tv = get_path(data, *self._ts)
+        if tv is _MISSING or tv is None:
+            return self._quarantine(rec, f"missing timestamp (field {src.timestamp!r})")
+        try:
+            occurred = parse_timestamp(tv, self.tz)
+        except TimestampError as e:
+            return self._quarantine(rec, f"{e} (field {src.timestamp!r})")
+
+        phase = "completed"
+        if self._phase:
+            pv = get_path(data, *self._phase)
+            if pv is not _MISSING and pv is not None and pv != "":
+                p = str(pv).lower()
+                p = self._phase_map.get(p, p)
+                if p not in PHASES:
+                    return self._quarantine(
+                        rec,
+                        f"unknown phase {pv!r} (field {src.phase!r}; expected "
+                        "completed, started or failed, or map it with phase_map)",
+                    )
+                phase = p
+
+        attrs: dict[str, Any] = {}
+        for key, path, parts in self._attrs:
+            v = get_path(data, path, parts)
+            if v is not _MISSING:
+                attrs[key] = v
+
+        trace_id = span_id = None
+        if self._trace:
+            trace_id = as_text_id(get_path(data, *self._trace))
+        if self._span:
+            span_id = as_text_id(get_path(data, *self._span))
+        if trace_id is None and "traceparent" in rec.headers:
+            tp = parse_traceparent(rec.headers["traceparent"])
+            if tp:
+                trace_id, span_id = tp
+
+        event_id = as_text_id(get_path(data, *self._eid)) if self._eid else None
+        if event_id is None:
+            event_id = derive_event_id(self.name, order_id, hop, phase, occurred, rec.raw)
+        return OrderEvent(
+            event_id=event_id,
+            order_id=order_id,
+            hop=hop,
+            occurred_at=occurred,
+            source=self.name,
+            source_ref=rec.source_ref,
+            phase=phase,
+            trace_id=trace_id,
+            span_id=span_id,
+            attributes=attrs,
+        )

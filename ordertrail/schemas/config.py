@@ -1,0 +1,621 @@
+"""The pipeline config (``ordertrail.toml``): loading, validation and the hop graph.
+
+Every problem is reported as a :class:`ConfigError` naming the file, the key and what is wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from ordertrail.errors import ConfigError
+from ordertrail.schemas.durations import parse_duration
+
+ENV_DB_URL = "ORDERTRAIL_DB_URL"
+ENV_CONFIG = "ORDERTRAIL_CONFIG"
+DEFAULT_CONFIG_FILE = "ordertrail.toml"
+DEFAULT_DB_URL = "sqlite:///ordertrail.db"
+SOURCE_KINDS = ("file", "kafka", "otlp")
+FILE_FORMATS = ("jsonl", "csv")
+
+_TOP_KEYS = {"store", "pipeline", "hops", "checks", "sources"}
+_STORE_KEYS = {"url"}
+_PIPELINE_KEYS = {"name", "clock_skew", "lookback", "timezone", "personal"}
+_HOP_KEYS = {"name", "next", "within", "unique", "promises", "promise_within", "closes"}
+_CHECK_KEYS = {"field", "hops", "tolerance"}
+_SOURCE_COMMON = {
+    "name",
+    "kind",
+    "hop",
+    "hop_field",
+    "hop_map",
+    "order_id",
+    "timestamp",
+    "event_id",
+    "phase",
+    "phase_map",
+    "attributes",
+    "trace_id",
+    "span_id",
+    "timezone",
+}
+_SOURCE_KIND_KEYS = {
+    "file": {"path", "format", "delimiter"},
+    "kafka": {
+        "topic",
+        "topics",
+        "topic_pattern",
+        "bootstrap_servers",
+        "group_id",
+        "start",
+        "options",
+        "batch_size",
+        "poll_timeout",
+    },
+    "otlp": {"listen", "batch_size"},
+}
+
+
+@dataclass(frozen=True)
+class Hop:
+    """A step of the pipeline that orders pass through."""
+
+    name: str
+    next: tuple[str, ...] = ()
+    within: Mapping[str, int] = field(default_factory=dict)  # next hop -> µs
+    unique: bool = False
+    promises: tuple[str, ...] = ()
+    promise_within: int | None = None  # µs
+    closes: bool = False
+
+
+@dataclass(frozen=True)
+class Check:
+    """An attribute that must agree across hops."""
+
+    field: str
+    hops: tuple[str, ...]
+    tolerance: float = 0.0
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """Where events come from and how a raw record maps onto an OrderEvent."""
+
+    name: str
+    kind: str
+    order_id: str
+    timestamp: str
+    hop: str | None = None
+    hop_field: str | None = None
+    hop_map: Mapping[str, str] = field(default_factory=dict)
+    event_id: str | None = None
+    phase: str | None = None
+    phase_map: Mapping[str, str] = field(default_factory=dict)
+    attributes: Mapping[str, str] = field(default_factory=dict)  # stored name -> record path
+    trace_id: str | None = None
+    span_id: str | None = None
+    timezone: str | None = None
+    # file
+    path: str | None = None
+    base_dir: str | None = None  # relative paths are relative to the config file's folder
+    format: str | None = None
+    delimiter: str = ","
+    # kafka
+    topics: tuple[str, ...] = ()
+    topic_pattern: str | None = None
+    bootstrap_servers: tuple[str, ...] = ()
+    group_id: str | None = None
+    start: str = "earliest"
+    options: Mapping[str, Any] = field(default_factory=dict)
+    batch_size: int = 5000
+    poll_timeout: float = 1.0
+    # otlp
+    listen: str = "127.0.0.1:4318"
+
+    def file_format(self, path: str) -> str:
+        """The record format of one file of this source (explicit, else by extension)."""
+        if self.format:
+            return self.format
+        base = path[:-3] if path.endswith(".gz") else path
+        return "csv" if base.endswith(".csv") else "jsonl"
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    name: str = "pipeline"
+    clock_skew: int = 120_000_000
+    lookback: int = 30 * 86400 * 1_000_000
+    timezone: str = "UTC"
+    personal: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated pipeline config, with the hop graph derived from it."""
+
+    pipeline: PipelineSettings
+    hops: tuple[Hop, ...]
+    checks: tuple[Check, ...] = ()
+    sources: tuple[SourceConfig, ...] = ()
+    store_url: str | None = None
+    path: str | None = None
+
+    # -- hop graph ---------------------------------------------------------------------------
+    @property
+    def hop_names(self) -> tuple[str, ...]:
+        return tuple(h.name for h in self.hops)
+
+    def hop(self, name: str) -> Hop:
+        for h in self.hops:
+            if h.name == name:
+                return h
+        raise KeyError(name)
+
+    @property
+    def edges(self) -> tuple[tuple[str, str, int], ...]:
+        """Every edge a -> b with its time limit in µs, in config order."""
+        return tuple((h.name, b, h.within[b]) for h in self.hops for b in h.next)
+
+    @property
+    def entry_hops(self) -> tuple[str, ...]:
+        """Hops no edge leads into (closing hops excepted): where an order's trail starts."""
+        targets = {b for h in self.hops for b in h.next}
+        return tuple(h.name for h in self.hops if h.name not in targets and not h.closes)
+
+    @property
+    def terminal_hops(self) -> tuple[str, ...]:
+        return tuple(h.name for h in self.hops if not h.next and not h.closes)
+
+    @property
+    def closing_hops(self) -> tuple[str, ...]:
+        return tuple(h.name for h in self.hops if h.closes)
+
+    def ancestors(self, name: str) -> set[str]:
+        """Hops on some path leading to ``name`` (not ``name`` itself)."""
+        parents: dict[str, set[str]] = {h.name: set() for h in self.hops}
+        for a, b, _ in self.edges:
+            parents[b].add(a)
+        seen: set[str] = set()
+        stack = list(parents[name])
+        while stack:
+            p = stack.pop()
+            if p not in seen:
+                seen.add(p)
+                stack.extend(parents[p])
+        return seen
+
+    def descendants(self, name: str) -> set[str]:
+        """Hops on some path after ``name`` (not ``name`` itself)."""
+        seen: set[str] = set()
+        stack = list(self.hop(name).next)
+        while stack:
+            c = stack.pop()
+            if c not in seen:
+                seen.add(c)
+                stack.extend(self.hop(c).next)
+        return seen
+
+    def source(self, name: str) -> SourceConfig:
+        for s in self.sources:
+            if s.name == name:
+                return s
+        known = ", ".join(s.name for s in self.sources) or "none"
+        raise ConfigError(f"unknown source {name!r} (known: {known})", path=self.path)
+
+    def sources_feeding(self, hop: str) -> tuple[str, ...]:
+        """Sources that can produce events for ``hop`` (a hop_field source can feed any hop)."""
+        return tuple(s.name for s in self.sources if s.hop == hop or s.hop is None)
+
+    @property
+    def fingerprint(self) -> str:
+        """Hash of everything that affects classification (hops, checks, pipeline settings)."""
+        blob = json.dumps(
+            {
+                "hops": [
+                    [
+                        h.name,
+                        list(h.next),
+                        dict(h.within),
+                        h.unique,
+                        list(h.promises),
+                        h.promise_within,
+                        h.closes,
+                    ]
+                    for h in self.hops
+                ],
+                "checks": [[c.field, list(c.hops), c.tolerance] for c in self.checks],
+                "skew": self.pipeline.clock_skew,
+                "lookback": self.pipeline.lookback,
+                "sources": {s.name: s.hop for s in self.sources},
+            },
+            sort_keys=True,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# -- loading ---------------------------------------------------------------------------------
+
+
+def find_config_path(explicit: str | None = None) -> Path | None:
+    """The config file to use: --config, then $ORDERTRAIL_CONFIG, then ./ordertrail.toml."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get(ENV_CONFIG)
+    if env:
+        return Path(env)
+    p = Path(DEFAULT_CONFIG_FILE)
+    return p if p.exists() else None
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a TOML config file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("config file not found", path=str(p)) from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file: {e.strerror}", path=str(p)) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"invalid TOML: {e}", path=str(p)) from None
+    cfg = parse_config(data, path=str(p))
+    if (
+        cfg.store_url
+        and cfg.store_url.startswith("sqlite:///")
+        and not cfg.store_url.startswith("sqlite:////")
+    ):
+        # a relative SQLite path in a config file is relative to that file
+        rel = cfg.store_url[len("sqlite:///") :]
+        if rel and rel != ":memory:":
+            abs_path = (p.parent / rel).resolve()
+            object.__setattr__(cfg, "store_url", f"sqlite:///{abs_path}")
+    base = str(p.parent.resolve())
+    for s in cfg.sources:
+        object.__setattr__(s, "base_dir", base)
+    return cfg
+
+
+class _Reader:
+    """Typed access to one TOML table with errors that name the key."""
+
+    def __init__(self, data: Mapping[str, Any], prefix: str, path: str | None):
+        self.data = data
+        self.prefix = prefix
+        self.path = path
+
+    def key(self, k: str) -> str:
+        return f"{self.prefix}.{k}" if self.prefix else k
+
+    def fail(self, k: str, msg: str) -> ConfigError:
+        return ConfigError(msg, path=self.path, key=self.key(k))
+
+    def check_keys(self, allowed: set[str]) -> None:
+        for k in self.data:
+            if k not in allowed:
+                hint = _closest(k, allowed)
+                raise self.fail(k, "unknown key" + (f" (did you mean {hint!r}?)" if hint else ""))
+
+    def text(self, k: str, default: Any = None, required: bool = False) -> Any:
+        v = self.data.get(k, None)
+        if v is None:
+            if required:
+                raise self.fail(k, "required")
+            return default
+        if not isinstance(v, str) or not v.strip():
+            raise self.fail(k, f"must be a non-empty string, not {v!r}")
+        return v
+
+    def flag(self, k: str, default: bool = False) -> bool:
+        v = self.data.get(k, default)
+        if not isinstance(v, bool):
+            raise self.fail(k, f"must be true or false, not {v!r}")
+        return v
+
+    def str_list(self, k: str) -> tuple[str, ...]:
+        v = self.data.get(k, [])
+        if isinstance(v, str):
+            v = [v]
+        if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
+            raise self.fail(k, f"must be a list of strings, not {v!r}")
+        return tuple(v)
+
+    def str_map(self, k: str) -> dict[str, str]:
+        v = self.data.get(k, {})
+        if not isinstance(v, dict) or not all(isinstance(x, str) for x in v.values()):
+            raise self.fail(k, f"must be a table of strings, not {v!r}")
+        return dict(v)
+
+    def duration(self, k: str, default: Any = None, required: bool = False) -> Any:
+        v = self.data.get(k)
+        if v is None:
+            if required:
+                raise self.fail(k, "required")
+            return default
+        try:
+            return parse_duration(v)
+        except ValueError as e:
+            raise self.fail(k, str(e)) from None
+
+    def number(self, k: str, default: float) -> float:
+        v = self.data.get(k, default)
+        if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
+            raise self.fail(k, f"must be a non-negative number, not {v!r}")
+        return float(v)
+
+
+def _closest(word: str, options: set[str] | tuple[str, ...]) -> str | None:
+    import difflib
+
+    m = difflib.get_close_matches(word, list(options), n=1)
+    return m[0] if m else None
+
+
+def _tables(data: Mapping[str, Any], key: str, path: str | None) -> list[dict[str, Any]]:
+    v = data.get(key, [])
+    if not isinstance(v, list) or not all(isinstance(x, dict) for x in v):
+        raise ConfigError(f"must be an array of tables ([[{key}]])", path=path, key=key)
+    return v
+
+
+def parse_config(data: Mapping[str, Any], path: str | None = None) -> Config:
+    """Validate a parsed TOML document into a :class:`Config`."""
+    top = _Reader(data, "", path)
+    top.check_keys(_TOP_KEYS)
+
+    store = data.get("store", {})
+    if not isinstance(store, dict):
+        raise top.fail("store", "must be a table")
+    sr = _Reader(store, "store", path)
+    sr.check_keys(_STORE_KEYS)
+    store_url = sr.text("url")
+
+    pl = data.get("pipeline", {})
+    if not isinstance(pl, dict):
+        raise top.fail("pipeline", "must be a table")
+    pr = _Reader(pl, "pipeline", path)
+    pr.check_keys(_PIPELINE_KEYS)
+    tz = pr.text("timezone", "UTC")
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise pr.fail("timezone", f"unknown time zone {tz!r}") from None
+    settings = PipelineSettings(
+        name=pr.text("name", "pipeline"),
+        clock_skew=pr.duration("clock_skew", 120_000_000),
+        lookback=pr.duration("lookback", 30 * 86400 * 1_000_000),
+        timezone=tz,
+        personal=pr.str_list("personal"),
+    )
+    if settings.lookback <= 0:
+        raise pr.fail("lookback", "must be longer than zero")
+
+    hops = _parse_hops(_tables(data, "hops", path), path)
+    names = [h.name for h in hops]
+    checks = _parse_checks(_tables(data, "checks", path), names, path)
+    sources = _parse_sources(_tables(data, "sources", path), names, path, settings.timezone)
+    return Config(settings, tuple(hops), tuple(checks), tuple(sources), store_url, path)
+
+
+def _parse_hops(tables: list[dict[str, Any]], path: str | None) -> list[Hop]:
+    if not tables:
+        raise ConfigError("at least one [[hops]] entry is required", path=path, key="hops")
+    raw: list[tuple[_Reader, Hop]] = []
+    seen: set[str] = set()
+    for i, t in enumerate(tables):
+        r = _Reader(t, f"hops[{i}]", path)
+        r.check_keys(_HOP_KEYS)
+        name = r.text("name", required=True)
+        r.prefix = f"hops[{i}] ({name})"
+        if name in seen:
+            raise r.fail("name", f"duplicate hop name {name!r}")
+        seen.add(name)
+        nxt = r.str_list("next")
+        if len(set(nxt)) != len(nxt):
+            raise r.fail("next", "names a hop twice")
+        within_raw = t.get("within")
+        within: dict[str, int] = {}
+        if nxt:
+            if within_raw is None:
+                raise r.fail("within", "required when next is set (how long until each next hop)")
+            if isinstance(within_raw, dict):
+                for b in nxt:
+                    if b not in within_raw:
+                        raise r.fail("within", f"no time limit for next hop {b!r}")
+                for b, v in within_raw.items():
+                    if b not in nxt:
+                        raise r.fail(f"within.{b}", f"{b!r} is not in next")
+                    try:
+                        within[b] = parse_duration(v)
+                    except ValueError as e:
+                        raise r.fail(f"within.{b}", str(e)) from None
+            else:
+                d = r.duration("within")
+                within = dict.fromkeys(nxt, d)
+        elif within_raw is not None:
+            raise r.fail("within", "set, but the hop has no next hops")
+        promises = r.str_list("promises")
+        pw = r.duration("promise_within")
+        if promises and pw is None:
+            raise r.fail("promise_within", "required when promises is set")
+        if pw is not None and not promises:
+            raise r.fail("promise_within", "set, but the hop promises nothing")
+        closes = r.flag("closes")
+        if closes and (nxt or promises):
+            raise r.fail("closes", "a closing hop ends the order; it cannot have next or promises")
+        hop = Hop(name, nxt, within, r.flag("unique"), promises, pw, closes)
+        raw.append((r, hop))
+    for r, h in raw:
+        for k, targets in (("next", h.next), ("promises", h.promises)):
+            for b in targets:
+                if b not in seen:
+                    hint = _closest(b, tuple(seen))
+                    extra = f" (did you mean {hint!r}?)" if hint else ""
+                    raise r.fail(k, f"unknown hop {b!r}{extra}")
+                if b == h.name:
+                    raise r.fail(k, f"hop {b!r} points at itself")
+    # cycles in next
+    graph = {h.name: h.next for _, h in raw}
+    state: dict[str, int] = {}
+
+    def visit(n: str, trail: list[str]) -> None:
+        state[n] = 1
+        for c in graph[n]:
+            if state.get(c) == 1:
+                cyc = " -> ".join([*trail[trail.index(c) :], c]) if c in trail else c
+                raise ConfigError(f"cycle in next: {cyc}", path=path, key="hops")
+            if c not in state:
+                visit(c, [*trail, c])
+        state[n] = 2
+
+    for n in graph:
+        if n not in state:
+            visit(n, [n])
+    hops = [h for _, h in raw]
+    for r, h in raw:
+        if h.closes and any(h.name in x.next for x in hops):
+            raise r.fail("closes", "a closing hop cannot be the next hop of another hop")
+    if not any(not h.closes and not any(h.name in x.next for x in hops) for h in hops):
+        raise ConfigError("no entry hop (every hop is some hop's next)", path=path, key="hops")
+    return hops
+
+
+def _parse_checks(tables: list[dict[str, Any]], names: list[str], path: str | None) -> list[Check]:
+    out = []
+    for i, t in enumerate(tables):
+        r = _Reader(t, f"checks[{i}]", path)
+        r.check_keys(_CHECK_KEYS)
+        fld = r.text("field", required=True)
+        hops = r.str_list("hops")
+        if len(hops) < 2:
+            raise r.fail("hops", "needs at least two hops to compare")
+        for h in hops:
+            if h not in names:
+                raise r.fail("hops", f"unknown hop {h!r}")
+        out.append(Check(fld, hops, r.number("tolerance", 0.0)))
+    return out
+
+
+def _parse_sources(
+    tables: list[dict[str, Any]], names: list[str], path: str | None, default_tz: str
+) -> list[SourceConfig]:
+    out: list[SourceConfig] = []
+    seen: set[str] = set()
+    for i, t in enumerate(tables):
+        r = _Reader(t, f"sources[{i}]", path)
+        name = r.text("name", required=True)
+        r.prefix = f"sources[{i}] ({name})"
+        if name in seen:
+            raise r.fail("name", f"duplicate source name {name!r}")
+        seen.add(name)
+        kind = r.text("kind", required=True)
+        if kind not in SOURCE_KINDS:
+            raise r.fail("kind", f"must be one of {', '.join(SOURCE_KINDS)}, not {kind!r}")
+        r.check_keys(_SOURCE_COMMON | _SOURCE_KIND_KEYS[kind])
+        otlp = kind == "otlp"
+        hop = r.text("hop")
+        hop_field = r.text("hop_field", "order.hop" if otlp and not hop else None)
+        if hop and hop_field:
+            raise r.fail("hop", "set either hop or hop_field, not both")
+        if not hop and not hop_field:
+            raise r.fail("hop", "required (a constant hop, or hop_field naming the record field)")
+        if hop and hop not in names:
+            hint = _closest(hop, tuple(names))
+            raise r.fail(
+                "hop", f"unknown hop {hop!r}" + (f" (did you mean {hint!r}?)" if hint else "")
+            )
+        hop_map = r.str_map("hop_map")
+        for k, v in hop_map.items():
+            if v not in names:
+                raise r.fail(f"hop_map.{k}", f"unknown hop {v!r}")
+        phase_map = r.str_map("phase_map")
+        for k, v in phase_map.items():
+            if v not in ("completed", "started", "failed"):
+                raise r.fail(f"phase_map.{k}", f"must be completed, started or failed, not {v!r}")
+        attrs_raw = t.get("attributes", [])
+        if isinstance(attrs_raw, list) and all(isinstance(a, str) and a for a in attrs_raw):
+            attrs = {a: a for a in attrs_raw}
+        elif isinstance(attrs_raw, dict) and all(isinstance(a, str) for a in attrs_raw.values()):
+            attrs = dict(attrs_raw)
+        else:
+            raise r.fail("attributes", "must be a list of field paths or a table name = path")
+        tz = r.text("timezone", default_tz)
+        try:
+            ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise r.fail("timezone", f"unknown time zone {tz!r}") from None
+        kw: dict[str, Any] = {}
+        if kind == "file":
+            kw["path"] = r.text("path", required=True)
+            fmt = r.text("format")
+            if fmt is not None and fmt not in FILE_FORMATS:
+                raise r.fail("format", f"must be one of {', '.join(FILE_FORMATS)}, not {fmt!r}")
+            kw["format"] = fmt
+            delim = r.text("delimiter", ",")
+            if len(delim) != 1:
+                raise r.fail("delimiter", "must be one character")
+            kw["delimiter"] = delim
+        elif kind == "kafka":
+            topics = r.str_list("topics") + ((r.text("topic"),) if "topic" in t else ())
+            pattern = r.text("topic_pattern")
+            if not topics and not pattern:
+                raise r.fail("topic", "required (or topics, or topic_pattern)")
+            if topics and pattern:
+                raise r.fail("topic_pattern", "set either topic(s) or topic_pattern, not both")
+            kw["topics"] = topics
+            kw["topic_pattern"] = pattern
+            bs = t.get(
+                "bootstrap_servers", os.environ.get("ORDERTRAIL_KAFKA_BOOTSTRAP", "localhost:9092")
+            )
+            if isinstance(bs, str):
+                bs = [x.strip() for x in bs.split(",") if x.strip()]
+            if not isinstance(bs, list) or not bs or not all(isinstance(x, str) for x in bs):
+                raise r.fail("bootstrap_servers", "must be host:port or a list of them")
+            kw["bootstrap_servers"] = tuple(bs)
+            kw["group_id"] = r.text("group_id", f"ordertrail-{name}")
+            start = r.text("start", "earliest")
+            if start not in ("earliest", "latest"):
+                raise r.fail("start", f"must be earliest or latest, not {start!r}")
+            kw["start"] = start
+            opts = t.get("options", {})
+            if not isinstance(opts, dict):
+                raise r.fail("options", "must be a table of kafka-python consumer settings")
+            kw["options"] = opts
+        if kind in ("kafka", "otlp") and "batch_size" in t:
+            bsz = t["batch_size"]
+            if isinstance(bsz, bool) or not isinstance(bsz, int) or bsz < 1:
+                raise r.fail("batch_size", "must be a positive integer")
+            kw["batch_size"] = bsz
+        if kind == "kafka" and "poll_timeout" in t:
+            kw["poll_timeout"] = r.number("poll_timeout", 1.0)
+        if kind == "otlp":
+            kw["listen"] = r.text("listen", "127.0.0.1:4318")
+        out.append(
+            SourceConfig(
+                name=name,
+                kind=kind,
+                order_id=r.text("order_id", "order.id" if otlp else None, required=not otlp),
+                timestamp=r.text("timestamp", "time" if otlp else None, required=not otlp),
+                hop=hop,
+                hop_field=hop_field,
+                hop_map=hop_map,
+                event_id=r.text("event_id"),
+                phase=r.text("phase", "order.phase" if otlp else None),
+                phase_map=phase_map,
+                attributes=attrs,
+                trace_id=r.text("trace_id"),
+                span_id=r.text("span_id"),
+                timezone=tz,
+                **kw,
+            )
+        )
+    return out

@@ -1,0 +1,169 @@
+"""The SQL store: tables, engine setup, idempotent bulk writes and read queries."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+from ordertrail.errors import StoreError
+from ordertrail.schemas.event import OrderEvent, QuarantineRecord
+from ordertrail.store import tables
+from ordertrail.store.engine import check_connection, make_engine, migrate, safe_url
+from ordertrail.store.writer import (
+    Checkpoint,
+    WriteResult,
+    insert_events,
+    insert_quarantine,
+    upsert_checkpoints,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Checkpoint", "Store", "WriteResult", "tables"]
+
+
+class Store:
+    """One SQL store (SQLite or PostgreSQL), migrated to the current schema on open."""
+
+    def __init__(self, url: str, *, create: bool = True):
+        self.url = url
+        self.engine: Engine = make_engine(url)
+        check_connection(self.engine)
+        if create:
+            migrate(self.engine)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def __repr__(self) -> str:
+        return f"Store({safe_url(self.engine)})"
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writes -------------------------------------------------------------------------------
+    def write_batch(
+        self,
+        events: Sequence[OrderEvent] = (),
+        quarantined: Sequence[QuarantineRecord] = (),
+        checkpoints: Sequence[Checkpoint] = (),
+    ) -> WriteResult:
+        """Store events, quarantine rows and checkpoints in one transaction (all or nothing)."""
+        try:
+            with self.engine.begin() as conn:
+                stored = insert_events(conn, events)
+                q = insert_quarantine(conn, quarantined)
+                upsert_checkpoints(conn, checkpoints)
+        except OperationalError as e:
+            reason = str(e.orig).strip().splitlines()[0] if e.orig else str(e)
+            raise StoreError(f"store write failed: {reason}") from e
+        except SQLAlchemyError as e:
+            raise StoreError(f"store write failed: {e}") from e
+        return WriteResult(stored=stored, redelivered=len(events) - stored, quarantined=q)
+
+    # -- reads --------------------------------------------------------------------------------
+    def checkpoints(self, source: str) -> dict[str, Checkpoint]:
+        c = tables.checkpoints.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(c.key, c.position, c.watermark).where(c.source == source)
+            ).all()
+        return {
+            r.key: Checkpoint(source, r.key, orjson.loads(r.position), r.watermark) for r in rows
+        }
+
+    def all_checkpoints(self) -> list[dict[str, Any]]:
+        c = tables.checkpoints.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(tables.checkpoints).order_by(c.source, c.key)).mappings()
+            return [dict(r) for r in rows]
+
+    def watermarks(self) -> dict[str, int | None]:
+        """Source name -> watermark (µs) of the sources that have reported one."""
+        c = tables.checkpoints.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(c.source, c.watermark).where(c.key == "")).all()
+        return {r.source: r.watermark for r in rows}
+
+    def count_events(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(tables.events)).scalar_one())
+
+    def count_quarantine(self) -> int:
+        with self.engine.connect() as conn:
+            q = select(func.count()).select_from(tables.quarantine)
+            return int(conn.execute(q).scalar_one())
+
+    def count_orders(self) -> int:
+        with self.engine.connect() as conn:
+            q = select(func.count(tables.events.c.order_id.distinct()))
+            return int(conn.execute(q).scalar_one())
+
+    def events_per_source(self) -> dict[str, int]:
+        c = tables.events.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(c.source, func.count()).group_by(c.source)).all()
+        return {r[0]: int(r[1]) for r in rows}
+
+    def quarantine_per_source(self) -> dict[str, int]:
+        c = tables.quarantine.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(c.source, func.count()).group_by(c.source)).all()
+        return {r[0]: int(r[1]) for r in rows}
+
+    def quarantine_rows(
+        self, source: str | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        c = tables.quarantine.c
+        q = select(tables.quarantine).order_by(c.id)
+        if source:
+            q = q.where(c.source == source)
+        if limit:
+            q = q.limit(limit)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q).mappings()]
+
+    def order_events(self, order_id: str) -> list[OrderEvent]:
+        """Every stored event of one order, in time order."""
+        c = tables.events.c
+        q = (
+            select(tables.events)
+            .where(c.order_id == order_id)
+            .order_by(c.occurred_at, c.ingest_seq)
+        )
+        with self.engine.connect() as conn:
+            return [row_to_event(r) for r in conn.execute(q).mappings()]
+
+    def max_ingest_seq(self) -> int:
+        with self.engine.connect() as conn:
+            v = conn.execute(select(func.max(tables.events.c.ingest_seq))).scalar_one()
+        return int(v or 0)
+
+
+def row_to_event(r: Any) -> OrderEvent:
+    return OrderEvent(
+        event_id=r["event_id"],
+        order_id=r["order_id"],
+        hop=r["hop"],
+        occurred_at=r["occurred_at"],
+        source=r["source"],
+        source_ref=r["source_ref"],
+        phase=r["phase"],
+        trace_id=r["trace_id"],
+        span_id=r["span_id"],
+        attributes=orjson.loads(r["attributes"]) if r["attributes"] else {},
+        ingested_at=r["ingested_at"],
+        ingest_seq=r["ingest_seq"],
+    )

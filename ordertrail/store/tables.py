@@ -1,0 +1,121 @@
+"""SQLAlchemy Core tables of the store.
+
+Times are integers: microseconds since the epoch, UTC. They compare identically in SQLite and
+PostgreSQL, so the same store gives the same findings on both.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+# SQLite only aliases the rowid (cheap, monotonic) for exactly "INTEGER PRIMARY KEY".
+SeqType = BigInteger().with_variant(Integer(), "sqlite")
+
+events = Table(
+    "events",
+    metadata,
+    Column("ingest_seq", SeqType, primary_key=True, autoincrement=True),
+    Column("event_id", Text, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("order_id", Text, nullable=False),
+    Column("hop", Text, nullable=False),
+    Column("phase", Text, nullable=False),
+    Column("occurred_at", BigInteger, nullable=False),
+    Column("source_ref", Text, nullable=False, default=""),
+    Column("trace_id", Text),
+    Column("span_id", Text),
+    Column("attributes", Text, nullable=False, default="{}"),
+    Column("ingested_at", BigInteger, nullable=False),
+    UniqueConstraint("source", "event_id", name="uq_events_source_event_id"),
+    Index("ix_events_order", "order_id", "occurred_at"),
+    Index("ix_events_occurred", "occurred_at"),
+    Index("ix_events_trace", "trace_id"),
+)
+
+quarantine = Table(
+    "quarantine",
+    metadata,
+    Column("id", SeqType, primary_key=True, autoincrement=True),
+    Column("source", Text, nullable=False),
+    Column("source_ref", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("raw", Text, nullable=False),
+    Column("digest", Text, nullable=False),
+    Column("received_at", BigInteger, nullable=False),
+    UniqueConstraint("source", "source_ref", "digest", name="uq_quarantine_record"),
+)
+
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("source", Text, nullable=False),
+    Column(
+        "key", Text, nullable=False
+    ),  # "" for the source itself, else file path / topic:partition
+    Column("position", Text, nullable=False, default="{}"),  # JSON
+    Column("watermark", BigInteger),
+    Column("updated_at", BigInteger, nullable=False),
+    PrimaryKeyConstraint("source", "key", name="pk_checkpoints"),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", SeqType, primary_key=True, autoincrement=True),
+    Column("started_at", BigInteger, nullable=False),
+    Column("finished_at", BigInteger),
+    Column("as_of", BigInteger, nullable=False),
+    Column("mode", Text, nullable=False),  # full | incremental
+    Column("shard", Text, nullable=False, default=""),
+    Column("config_hash", Text, nullable=False, default=""),
+    Column("max_ingest_seq", BigInteger, nullable=False, default=0),
+    Column("orders", Integer, nullable=False, default=0),
+    Column("events", Integer, nullable=False, default=0),
+    Column("summary", Text, nullable=False, default="{}"),
+    Column("status", Text, nullable=False, default="running"),
+)
+
+findings = Table(
+    "findings",
+    metadata,
+    Column("id", SeqType, primary_key=True, autoincrement=True),
+    Column("order_id", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("hop", Text, nullable=False),
+    Column("from_hop", Text, nullable=False, default=""),
+    Column("since", BigInteger, nullable=False),
+    Column("detail", Text, nullable=False, default=""),
+    Column("status", Text, nullable=False),  # new | open | resolved
+    Column("first_run", Integer, nullable=False),
+    Column("last_run", Integer, nullable=False),
+    Column("amount", Float),
+    UniqueConstraint("order_id", "kind", "hop", "from_hop", name="uq_findings_identity"),
+    Index("ix_findings_status", "status", "kind"),
+    Index("ix_findings_hop", "hop"),
+)
+
+incidents = Table(
+    "incidents",
+    metadata,
+    Column("id", SeqType, primary_key=True, autoincrement=True),
+    Column("run_id", Integer, nullable=False),
+    Column("kind", Text, nullable=False),  # hop_silent | source_lagging
+    Column("hop", Text, nullable=False),
+    Column("since", BigInteger, nullable=False),
+    Column("orders", Integer, nullable=False, default=0),
+    Column("detail", Text, nullable=False, default=""),
+    Index("ix_incidents_run", "run_id"),
+)
