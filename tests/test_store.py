@@ -75,7 +75,7 @@ def test_checkpoints_upsert_and_keep_watermark(store: Store) -> None:
 
 
 def test_batch_is_atomic(store: Store) -> None:
-    bad = ev(1, order_id=None)  # NOT NULL violation inside the batch
+    bad = ev(1, hop=None)  # NOT NULL violation inside the batch
     with pytest.raises(StoreError):
         store.write_batch([ev(2), bad], checkpoints=[Checkpoint("s", "f", {"offset": 9})])
     assert store.count_events() == 0
@@ -84,7 +84,7 @@ def test_batch_is_atomic(store: Store) -> None:
 
 def test_schema_indexes(store: Store) -> None:
     idx = {i["name"] for i in inspect(store.engine).get_indexes("events")}
-    assert {"ix_events_order", "ix_events_occurred", "ix_events_trace"} <= idx
+    assert {"ix_events_occurred", "ix_events_trace"} <= idx
     assert current_revision(store.engine) is not None
 
 
@@ -98,6 +98,7 @@ def test_old_store_upgrades_in_place(store_url: str) -> None:
                 event_id="old",
                 source="s",
                 order_id="o-old",
+                order_bucket=1,
                 hop="checkout",
                 phase="completed",
                 occurred_at=T0,

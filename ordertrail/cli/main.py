@@ -215,6 +215,309 @@ def status(state: AppState, fmt: str) -> None:
     )
 
 
+# -- reconcile -------------------------------------------------------------------------------
+
+
+def output_options(f: Any) -> Any:
+    f = click.option(
+        "--output",
+        "-o",
+        type=click.Path(dir_okay=False, writable=True),
+        help="Write the result to this file instead of stdout.",
+    )(f)
+    f = click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["table", "json", "csv"]),
+        default="table",
+        show_default=True,
+        help="table for people, json or csv for tools.",
+    )(f)
+    return f
+
+
+@cli.command()
+@click.option(
+    "--as-of",
+    "as_of",
+    metavar="TIME",
+    help="Judge as of this time (ISO-8601 or epoch; default now).",
+)
+@click.option(
+    "--incremental",
+    is_flag=True,
+    help="Re-evaluate only orders that can have changed since the last run.",
+)
+@output_options
+@click.option(
+    "--fail-on",
+    "fail_on",
+    metavar="KIND,…",
+    help="Exit 1 when an active finding or incident is of one of these kinds ('any' for all).",
+)
+@click.option(
+    "--workers", type=click.IntRange(1), help="Processes for loading chunks (default: auto)."
+)
+@click.option("--shard", metavar="I/N", help="Reconcile only orders whose hash bucket % N == I.")
+@click.pass_obj
+def reconcile(
+    state: AppState,
+    as_of: str | None,
+    incremental: bool,
+    fmt: str,
+    output: str | None,
+    fail_on: str | None,
+    workers: int | None,
+    shard: str | None,
+) -> None:
+    """Match every order's events end to end; report findings and hop incidents."""
+    from ordertrail.reconcile import KINDS, fail_matches, parse_shard
+    from ordertrail.reconcile import reconcile as run_reconcile
+
+    kinds = _parse_kinds(fail_on, set(KINDS) | {"hop_silent", "source_lagging", "any"})
+    cfg = state.config()
+    when = parse_time_option(as_of, "--as-of", cfg.pipeline.timezone)
+    part = parse_shard(shard)
+    store = state.store()
+    with progress_bar("reconcile", None) as advance:
+
+        def on_progress(stage: str, done: int, total: int) -> None:
+            advance(1)
+
+        result = run_reconcile(
+            store,
+            cfg,
+            as_of=when,
+            incremental=incremental,
+            workers=workers,
+            shard=part,
+            progress=on_progress,
+        )
+    emit(result, fmt, output, cfg)
+    if kinds and fail_matches(result, kinds):
+        sys.exit(1)
+
+
+def _parse_kinds(text: str | None, allowed: set[str]) -> set[str]:
+    if not text:
+        return set()
+    kinds = {k.strip() for k in text.split(",") if k.strip()}
+    bad = sorted(kinds - allowed)
+    if bad:
+        raise click.BadParameter(
+            f"unknown kind {bad[0]!r} (known: {', '.join(sorted(allowed))})", param_hint="--fail-on"
+        )
+    return kinds
+
+
+def parse_time_option(value: str | None, name: str, tz: str = "UTC") -> int | None:
+    from ordertrail.collectors.timestamps import TimestampError, parse_timestamp, zone
+
+    if value is None or value == "now":
+        return None
+    try:
+        return parse_timestamp(value, zone(tz))
+    except TimestampError:
+        raise click.BadParameter(
+            f"not a time: {value!r} (use ISO-8601 or epoch seconds)", param_hint=name
+        ) from None
+
+
+FINDING_COLUMNS = ["order_id", "kind", "hop", "from_hop", "since", "detail", "status"]
+
+
+def emit(result: Any, fmt: str, output: str | None, cfg: Any) -> None:
+    """Write a reconcile result as json, csv or a table, to stdout or --output."""
+    if fmt == "table" and not output:
+        print_reconcile(result, cfg)
+        return
+    import io
+
+    buf = io.StringIO()
+    if fmt == "json":
+        import orjson
+
+        buf.write(orjson.dumps(result.as_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    elif fmt == "csv":
+        import csv
+
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(FINDING_COLUMNS)
+        for f in result.findings:
+            w.writerow(["" if f[c] is None else f[c] for c in FINDING_COLUMNS])
+    else:
+        from rich.console import Console
+
+        c = Console(file=buf, width=100, no_color=True, color_system=None)
+        print_reconcile(result, cfg, console=c)
+    if output:
+        Path(output).write_text(buf.getvalue(), encoding="utf-8")
+        click.echo(f"wrote {output}", err=True)
+    else:
+        click.echo(buf.getvalue(), nl=False)
+
+
+SEVERITY = [
+    "vanished",
+    "confirmed_unfulfilled",
+    "stalled",
+    "duplicate",
+    "failed",
+    "skipped",
+    "mismatch",
+    "orphan",
+    "out_of_order",
+    "late",
+]
+
+
+def print_reconcile(result: Any, cfg: Any, limit: int = 20, console: Any = None) -> None:
+    """Summary per kind and per hop, incidents, then the worst findings."""
+    from ordertrail.reconcile import KINDS
+
+    console = console or stdout_console()
+    r = result.run
+    console.print(
+        f"Run {r['id']} ({r['mode']}) as of {r['as_of']}: {r['orders']:,} orders, "
+        f"{r['events']:,} events, {r['findings']:,} findings, {r['resolved']:,} resolved "
+        f"in {r['seconds']:.1f}s"
+    )
+    if result.summary:
+        hops = [h for h in cfg.hop_names if h in result.by_hop]
+        rows = []
+        for k in KINDS:
+            if k not in result.summary:
+                continue
+            rows.append(
+                (
+                    k,
+                    fmt_int(result.summary[k]),
+                    *(
+                        fmt_int(result.by_hop.get(h, {}).get(k))
+                        if result.by_hop.get(h, {}).get(k)
+                        else ""
+                        for h in hops
+                    ),
+                )
+            )
+        console.print(table("Findings by kind and hop", ["kind", "count", *hops], rows))
+    else:
+        console.print("No findings: every order is complete, closed or in flight.")
+    if result.incidents:
+        rows = [
+            (i["kind"], i["hop"], fmt_int(i["orders"]), (i["since"] or "-")[:16], i["detail"])
+            for i in result.incidents
+        ]
+        console.print(table("Incidents", ["incident", "hop", "orders", "since", "detail"], rows))
+    active = result.active()
+    if active:
+        rank = {k: n for n, k in enumerate(SEVERITY)}
+        worst = sorted(active, key=lambda f: (rank.get(f["kind"], 99), f["since"], f["order_id"]))[
+            :limit
+        ]
+        rows = [
+            (
+                f["order_id"],
+                f["kind"],
+                f["hop"],
+                f["since"][:16],
+                f["status"],
+                f["detail"].split("; last event")[0],
+            )
+            for f in worst
+        ]
+        more = (
+            f" (first {limit} of {len(active):,}; --format json for all)"
+            if len(active) > limit
+            else ""
+        )
+        console.print(
+            table(
+                f"Worst findings{more}", ["order", "kind", "hop", "since", "status", "detail"], rows
+            )
+        )
+
+
+@cli.command()
+@click.option("--kind", "kinds", multiple=True, help="Only this kind (repeatable).")
+@click.option("--hop", "hops", multiple=True, help="Only findings at this hop (repeatable).")
+@click.option(
+    "--status",
+    type=click.Choice(["new", "open", "resolved", "active", "all"]),
+    default="active",
+    show_default=True,
+    help="active = new and open.",
+)
+@output_options
+@click.option("--limit", type=click.IntRange(1), help="At most this many rows.")
+@click.pass_obj
+def findings(
+    state: AppState,
+    kinds: tuple[str, ...],
+    hops: tuple[str, ...],
+    status: str,
+    fmt: str,
+    output: str | None,
+    limit: int | None,
+) -> None:
+    """List stored findings, filtered by kind, hop and status."""
+    from ordertrail.reconcile.runs import list_findings
+
+    rows = list_findings(state.store(), kinds=kinds, hops=hops, status=status, limit=limit)
+    if fmt == "json":
+        import orjson
+
+        text_ = orjson.dumps({"findings": rows}, option=orjson.OPT_INDENT_2).decode() + "\n"
+    elif fmt == "csv":
+        import csv
+        import io
+
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(FINDING_COLUMNS)
+        for f in rows:
+            w.writerow(["" if f[c] is None else f[c] for c in FINDING_COLUMNS])
+        text_ = buf.getvalue()
+    else:
+        if not rows:
+            click.echo("No findings match.")
+            return
+        if output:
+            import io
+
+            from rich.console import Console
+
+            buf2 = io.StringIO()
+            console = Console(file=buf2, width=100, no_color=True, color_system=None)
+        else:
+            console = stdout_console()
+        console.print(
+            table(
+                f"Findings ({len(rows):,})",
+                ["order", "kind", "hop", "since", "status", "detail"],
+                [
+                    (
+                        f["order_id"],
+                        f["kind"],
+                        f["hop"],
+                        (f["since"] or "")[:16],
+                        f["status"],
+                        f["detail"],
+                    )
+                    for f in rows
+                ],
+            )
+        )
+        if not output:
+            return
+        text_ = buf2.getvalue()
+    if output:
+        Path(output).write_text(text_, encoding="utf-8")
+        click.echo(f"wrote {output}", err=True)
+    else:
+        click.echo(text_, nl=False)
+
+
 # -- demo ------------------------------------------------------------------------------------
 
 
@@ -264,8 +567,30 @@ def demo(state: AppState, orders: int, seed: int, directory: str) -> None:
 
 
 def _demo_reconcile(store: Any, cfg: Any, res: Any, console: Any) -> None:
-    """Reconcile the demo store and compare with the injected faults (once the engine exists)."""
-    return
+    """Reconcile the demo store and compare what was caught with what was injected."""
+    from ordertrail.reconcile import reconcile
+    from ordertrail.schemas.event import datetime_to_us
+    from ordertrail.simulation.pipeline import compare
+
+    result = reconcile(store, cfg, as_of=datetime_to_us(res.as_of))
+    print_reconcile(result, cfg, limit=8)
+    rows = []
+    for fault, kinds, injected, caught in compare(res, result.active()):
+        rows.append((fault, kinds, fmt_int(injected), fmt_int(caught), fmt_int(injected - caught)))
+    console.print(
+        table(
+            "Injected vs caught", ["fault", "finding kinds", "injected", "caught", "missed"], rows
+        )
+    )
+    extra = sum(
+        1
+        for f in result.active()
+        if (f["order_id"], f["kind"], f["hop"], f["from_hop"] or "") not in res.expected
+    )
+    console.print(f"Findings with no injected fault behind them: {extra}")
+    console.print(
+        f"Malformed records injected: {res.malformed}; in quarantine: {store.count_quarantine()}"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

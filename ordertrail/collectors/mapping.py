@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -22,7 +22,7 @@ def get_path(data: Mapping[str, Any], path: str, parts: tuple[str, ...]) -> Any:
         return v
     cur: Any = data
     for p in parts:
-        if isinstance(cur, Mapping):
+        if isinstance(cur, dict):
             cur = cur.get(p, _MISSING)
         elif isinstance(cur, list) and p.isdigit() and int(p) < len(cur):
             cur = cur[int(p)]
@@ -31,6 +31,30 @@ def get_path(data: Mapping[str, Any], path: str, parts: tuple[str, ...]) -> Any:
         if cur is _MISSING:
             return _MISSING
     return cur
+
+
+Getter = Callable[[Mapping[str, Any]], Any]
+
+
+def getter(path: str) -> Getter:
+    """A fast accessor for one dotted path (plain ``dict.get`` when there is no dot)."""
+    parts = tuple(path.split("."))
+    if len(parts) == 1:
+        return lambda d: d.get(path, _MISSING)
+    if len(parts) == 2:
+        a, b = parts
+
+        def two(d: Mapping[str, Any]) -> Any:
+            v = d.get(path, _MISSING)
+            if v is not _MISSING:
+                return v
+            inner = d.get(a)
+            if type(inner) is dict:
+                return inner.get(b, _MISSING)
+            return get_path(d, path, parts)
+
+        return two
+    return lambda d: get_path(d, path, parts)
 
 
 def as_text_id(v: Any) -> str | None:
@@ -71,20 +95,14 @@ class Mapper:
         self.name = source.name
         self.hops = frozenset(hops)
         self.tz = zone(source.timezone)
-        self._order = (source.order_id, tuple(source.order_id.split(".")))
-        self._ts = (source.timestamp, tuple(source.timestamp.split(".")))
-        self._hop_field = (
-            (source.hop_field, tuple(source.hop_field.split("."))) if source.hop_field else None
-        )
-        self._phase = (source.phase, tuple(source.phase.split("."))) if source.phase else None
-        self._eid = (
-            (source.event_id, tuple(source.event_id.split("."))) if source.event_id else None
-        )
-        self._trace = (
-            (source.trace_id, tuple(source.trace_id.split("."))) if source.trace_id else None
-        )
-        self._span = (source.span_id, tuple(source.span_id.split("."))) if source.span_id else None
-        self._attrs = [(k, p, tuple(p.split("."))) for k, p in source.attributes.items()]
+        self._order = getter(source.order_id)
+        self._ts = getter(source.timestamp)
+        self._hop_field = getter(source.hop_field) if source.hop_field else None
+        self._phase = getter(source.phase) if source.phase else None
+        self._eid = getter(source.event_id) if source.event_id else None
+        self._trace = getter(source.trace_id) if source.trace_id else None
+        self._span = getter(source.span_id) if source.span_id else None
+        self._attrs = [(k, getter(p)) for k, p in source.attributes.items()]
         self._phase_map = {k.lower(): v for k, v in source.phase_map.items()}
 
     def _quarantine(self, rec: RawRecord, reason: str) -> QuarantineRecord:
@@ -110,14 +128,14 @@ class Mapper:
                 )
         src = self.source
 
-        order_id = as_text_id(get_path(data, *self._order))
+        raw_oid = self._order(data)
+        order_id = raw_oid if type(raw_oid) is str and raw_oid.strip() else as_text_id(raw_oid)
         if order_id is None:
-            raw_oid = get_path(data, *self._order)
             what = "missing" if raw_oid is _MISSING or raw_oid is None else "empty or invalid"
             return self._quarantine(rec, f"{what} order id (field {src.order_id!r})")
 
         if self._hop_field:
-            hv = get_path(data, *self._hop_field)
+            hv = self._hop_field(data)
             if hv is _MISSING or hv is None or hv == "":
                 return self._quarantine(rec, f"missing hop (field {src.hop_field!r})")
             hop = str(hv)
@@ -127,7 +145,7 @@ class Mapper:
         if hop not in self.hops:
             return self._quarantine(rec, f"unknown hop {hop!r} (not declared in the pipeline)")
 
-        tv = get_path(data, *self._ts)
+        tv = self._ts(data)
         if tv is _MISSING or tv is None:
             return self._quarantine(rec, f"missing timestamp (field {src.timestamp!r})")
         try:
@@ -137,7 +155,7 @@ class Mapper:
 
         phase = "completed"
         if self._phase:
-            pv = get_path(data, *self._phase)
+            pv = self._phase(data)
             if pv is not _MISSING and pv is not None and pv != "":
                 p = str(pv).lower()
                 p = self._phase_map.get(p, p)
@@ -150,22 +168,22 @@ class Mapper:
                 phase = p
 
         attrs: dict[str, Any] = {}
-        for key, path, parts in self._attrs:
-            v = get_path(data, path, parts)
+        for key, get in self._attrs:
+            v = get(data)
             if v is not _MISSING:
                 attrs[key] = v
 
         trace_id = span_id = None
         if self._trace:
-            trace_id = as_text_id(get_path(data, *self._trace))
+            trace_id = as_text_id(self._trace(data))
         if self._span:
-            span_id = as_text_id(get_path(data, *self._span))
+            span_id = as_text_id(self._span(data))
         if trace_id is None and "traceparent" in rec.headers:
             tp = parse_traceparent(rec.headers["traceparent"])
             if tp:
                 trace_id, span_id = tp
 
-        event_id = as_text_id(get_path(data, *self._eid)) if self._eid else None
+        event_id = as_text_id(self._eid(data)) if self._eid else None
         if event_id is None:
             event_id = derive_event_id(self.name, order_id, hop, phase, occurred, rec.raw)
         return OrderEvent(

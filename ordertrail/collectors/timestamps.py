@@ -26,9 +26,10 @@ def epoch_to_us(v: float) -> int:
         return int(v // 1000)
     if a >= _US:
         return int(v)
+    # int(x + 0.5) rounds like round() for our magnitudes and is several times faster
     if a >= _MS:
-        return round(v * 1000)
-    return round(v * 1_000_000)
+        return int(v * 1000 + (0.5 if v >= 0 else -0.5))
+    return int(v * 1_000_000 + (0.5 if v >= 0 else -0.5))
 
 
 def parse_timestamp(value: object, tz: tzinfo = UTC) -> int:
@@ -39,35 +40,43 @@ def parse_timestamp(value: object, tz: tzinfo = UTC) -> int:
         if value != value or value in (float("inf"), float("-inf")):
             raise TimestampError(f"not a timestamp: {value!r}")
         us = epoch_to_us(value)
-    elif isinstance(value, str):
-        s = value.strip()
+    elif not isinstance(value, str):
+        raise TimestampError(f"not a timestamp: {value!r}")
+    else:
+        s = value if len(value) > 10 and value[4] == "-" else value.strip()  # ISO: the common case
         if not s:
             raise TimestampError("empty timestamp")
-        c = s[0]
-        if c.isdigit() and (s.isdigit() or _is_number(s)) and ("-" not in s and ":" not in s):
-            us = epoch_to_us(float(s) if "." in s or "e" in s.lower() else int(s))
+        if s[0].isdigit() and "-" not in s and ":" not in s:
+            us = _epoch_text(s, value)
         else:
-            try:
-                dt = datetime.fromisoformat(s)
-            except ValueError:
-                raise TimestampError(f"unparseable timestamp {value!r}") from None
-            if dt.tzinfo is None:
-                dt = dt.replace(tzinfo=tz)
-            d = dt - _EPOCH
-            us = (d.days * 86400 + d.seconds) * 1_000_000 + d.microseconds
-    else:
-        raise TimestampError(f"not a timestamp: {value!r}")
+            us = _iso_to_us(s, value, tz)
     if not _MIN_US <= us <= _MAX_US:
         raise TimestampError(f"timestamp out of range: {value!r}")
     return us
 
 
-def _is_number(s: str) -> bool:
+def _epoch_text(s: str, value: str) -> int:
+    """Epoch seconds / ms / µs written as text."""
+    if s.isdigit():
+        return epoch_to_us(int(s))
     try:
-        float(s)
+        f = float(s)
     except ValueError:
-        return False
-    return True
+        raise TimestampError(f"unparseable timestamp {value!r}") from None
+    if f != f or f in (float("inf"), float("-inf")):
+        raise TimestampError(f"not a timestamp: {value!r}")
+    return epoch_to_us(f)
+
+
+def _iso_to_us(s: str, value: str, tz: tzinfo) -> int:
+    try:
+        dt = datetime.fromisoformat(s)
+    except ValueError:
+        raise TimestampError(f"unparseable timestamp {value!r}") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=tz)
+    d = dt - _EPOCH
+    return (d.days * 86400 + d.seconds) * 1_000_000 + d.microseconds
 
 
 def zone(name: str | None) -> tzinfo:

@@ -37,11 +37,8 @@ def derive_event_id(
     source: str, order_id: str, hop: str, phase: str, occurred_at: int, payload: bytes
 ) -> str:
     """Deterministic id for records that carry none: a redelivered record gets the same id."""
-    h = hashlib.blake2b(digest_size=16)
-    h.update("\x1f".join((source, order_id, hop, phase, str(occurred_at))).encode())
-    h.update(b"\x1e")
-    h.update(payload)
-    return h.hexdigest()
+    head = f"{source}\x1f{order_id}\x1f{hop}\x1f{phase}\x1f{occurred_at}\x1e".encode()
+    return hashlib.blake2b(head + payload, digest_size=16).hexdigest()
 
 
 @dataclass(slots=True)

@@ -414,3 +414,14 @@ def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
         w = csv.writer(fh)
         w.writerow(header)
         w.writerows(rows)
+
+
+def compare(res: SimulationResult, active: list[dict[str, Any]]) -> list[tuple[str, str, int, int]]:
+    """Per injected fault: (fault, finding kinds, injected findings, caught findings)."""
+    got = {(f["order_id"], f["kind"], f["hop"], f["from_hop"] or "") for f in active}
+    rows = []
+    for fault, kinds in FAULT_KINDS.items():
+        keys = [k for k, v in res.expected.items() if v == fault]
+        caught = sum(1 for k in keys if k in got)
+        rows.append((fault, ", ".join(sorted({k[0] for k in kinds})), len(keys), caught))
+    return rows

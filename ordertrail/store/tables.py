@@ -17,6 +17,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 metadata = MetaData()
@@ -31,6 +32,7 @@ events = Table(
     Column("event_id", Text, nullable=False),
     Column("source", Text, nullable=False),
     Column("order_id", Text, nullable=False),
+    Column("order_bucket", Integer, nullable=False),  # crc32(order_id) % 1024: chunks, shards
     Column("hop", Text, nullable=False),
     Column("phase", Text, nullable=False),
     Column("occurred_at", BigInteger, nullable=False),
@@ -39,10 +41,16 @@ events = Table(
     Column("span_id", Text),
     Column("attributes", Text, nullable=False, default="{}"),
     Column("ingested_at", BigInteger, nullable=False),
-    UniqueConstraint("source", "event_id", name="uq_events_source_event_id"),
-    Index("ix_events_order", "order_id", "occurred_at"),
+    # one index serves redelivery checks and per-order lookups; order ids arrive roughly in
+    # order, so inserts stay local in the B-tree (a (source, event_id) key would be random)
+    UniqueConstraint("order_id", "source", "event_id", name="uq_events_identity"),
     Index("ix_events_occurred", "occurred_at"),
-    Index("ix_events_trace", "trace_id"),
+    Index(
+        "ix_events_trace",
+        "trace_id",
+        sqlite_where=text("trace_id IS NOT NULL"),
+        postgresql_where=text("trace_id IS NOT NULL"),
+    ),
 )
 
 quarantine = Table(
@@ -105,6 +113,16 @@ findings = Table(
     UniqueConstraint("order_id", "kind", "hop", "from_hop", name="uq_findings_identity"),
     Index("ix_findings_status", "status", "kind"),
     Index("ix_findings_hop", "hop"),
+    Index("ix_findings_order", "order_id"),
+)
+
+pending_orders = Table(
+    "pending_orders",
+    metadata,
+    Column("order_id", Text, primary_key=True),
+    Column("order_bucket", Integer, nullable=False),
+    Column("due", BigInteger),
+    Column("run_id", Integer, nullable=False),
 )
 
 incidents = Table(
@@ -114,7 +132,7 @@ incidents = Table(
     Column("run_id", Integer, nullable=False),
     Column("kind", Text, nullable=False),  # hop_silent | source_lagging
     Column("hop", Text, nullable=False),
-    Column("since", BigInteger, nullable=False),
+    Column("since", BigInteger),
     Column("orders", Integer, nullable=False, default=0),
     Column("detail", Text, nullable=False, default=""),
     Index("ix_incidents_run", "run_id"),

@@ -7,6 +7,7 @@ row is keyed by (source, source_ref, digest of the raw record) so a replay adds 
 from __future__ import annotations
 
 import time
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,7 @@ EVENT_COLUMNS = (
     "event_id",
     "source",
     "order_id",
+    "order_bucket",
     "hop",
     "phase",
     "occurred_at",
@@ -59,6 +61,14 @@ class WriteResult:
         return self
 
 
+BUCKETS = 1024
+
+
+def order_bucket(order_id: str) -> int:
+    """Stable hash bucket of an order (0..1023): reconcile chunks and shards are bucket sets."""
+    return zlib.crc32(order_id.encode("utf-8", "surrogatepass")) & (BUCKETS - 1)
+
+
 def now_us() -> int:
     return time.time_ns() // 1000
 
@@ -68,6 +78,7 @@ def event_row(e: OrderEvent, ingested_at: int) -> tuple[Any, ...]:
         e.event_id,
         e.source,
         e.order_id,
+        order_bucket(e.order_id),
         e.hop,
         e.phase,
         e.occurred_at,
@@ -83,7 +94,7 @@ def _insert_events_sqlite(conn: Connection, rows: list[tuple[Any, ...]]) -> int:
     cols = ", ".join(EVENT_COLUMNS)
     marks = ", ".join("?" * len(EVENT_COLUMNS))
     cur = conn.exec_driver_sql(
-        f"INSERT INTO events ({cols}) VALUES ({marks}) ON CONFLICT (source, event_id) DO NOTHING",
+        f"INSERT INTO events ({cols}) VALUES ({marks}) ON CONFLICT (order_id, source, event_id) DO NOTHING",
         rows,
     )
     return int(cur.rowcount)
@@ -91,7 +102,7 @@ def _insert_events_sqlite(conn: Connection, rows: list[tuple[Any, ...]]) -> int:
 
 _PG_STAGE = """
 CREATE TEMP TABLE IF NOT EXISTS _ot_stage (
-    pos bigint, event_id text, source text, order_id text, hop text, phase text,
+    pos bigint, event_id text, source text, order_id text, order_bucket int, hop text, phase text,
     occurred_at bigint, source_ref text, trace_id text, span_id text, attributes text,
     ingested_at bigint
 ) ON COMMIT DELETE ROWS
@@ -118,7 +129,7 @@ def _copy_insert(raw: Any, cols: str, rows: list[tuple[Any, ...]]) -> int:
                 cp.write_row((i, *r))
         cur.execute(
             f"INSERT INTO events ({cols}) SELECT {cols} FROM _ot_stage ORDER BY pos "
-            "ON CONFLICT (source, event_id) DO NOTHING"
+            "ON CONFLICT (order_id, source, event_id) DO NOTHING"
         )
         n = cur.rowcount
         cur.execute("DELETE FROM _ot_stage")

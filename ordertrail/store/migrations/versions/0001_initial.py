@@ -24,6 +24,7 @@ def upgrade() -> None:
         sa.Column("event_id", sa.Text, nullable=False),
         sa.Column("source", sa.Text, nullable=False),
         sa.Column("order_id", sa.Text, nullable=False),
+        sa.Column("order_bucket", sa.Integer, nullable=False),
         sa.Column("hop", sa.Text, nullable=False),
         sa.Column("phase", sa.Text, nullable=False),
         sa.Column("occurred_at", sa.BigInteger, nullable=False),
@@ -32,11 +33,16 @@ def upgrade() -> None:
         sa.Column("span_id", sa.Text),
         sa.Column("attributes", sa.Text, nullable=False),
         sa.Column("ingested_at", sa.BigInteger, nullable=False),
-        sa.UniqueConstraint("source", "event_id", name="uq_events_source_event_id"),
+        sa.UniqueConstraint("order_id", "source", "event_id", name="uq_events_identity"),
     )
-    op.create_index("ix_events_order", "events", ["order_id", "occurred_at"])
     op.create_index("ix_events_occurred", "events", ["occurred_at"])
-    op.create_index("ix_events_trace", "events", ["trace_id"])
+    op.create_index(
+        "ix_events_trace",
+        "events",
+        ["trace_id"],
+        sqlite_where=sa.text("trace_id IS NOT NULL"),
+        postgresql_where=sa.text("trace_id IS NOT NULL"),
+    )
     op.create_table(
         "quarantine",
         sa.Column("id", Seq, primary_key=True, autoincrement=True),
@@ -95,7 +101,7 @@ def upgrade() -> None:
         sa.Column("run_id", sa.Integer, nullable=False),
         sa.Column("kind", sa.Text, nullable=False),
         sa.Column("hop", sa.Text, nullable=False),
-        sa.Column("since", sa.BigInteger, nullable=False),
+        sa.Column("since", sa.BigInteger),
         sa.Column("orders", sa.Integer, nullable=False),
         sa.Column("detail", sa.Text, nullable=False),
     )

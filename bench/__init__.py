@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): throughput and memory, each beside a reference peer in the same run."""

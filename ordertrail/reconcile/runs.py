@@ -1,0 +1,216 @@
+"""Run history: the runs table, the findings lifecycle (new / open / resolved), incidents and
+the orders still in flight."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+from sqlalchemy import Connection, and_, bindparam, select, text
+
+from ordertrail.store import tables as t
+from ordertrail.store.writer import _dialect_insert, now_us, order_bucket
+
+ACTIVE = ("new", "open")
+IDENTITY = ["order_id", "kind", "hop", "from_hop"]
+
+
+def start_run(
+    conn: Connection, as_of: int, mode: str, shard: str, config_hash: str, max_seq: int
+) -> int:
+    res = conn.execute(
+        t.runs.insert().values(
+            started_at=now_us(), as_of=as_of, mode=mode, shard=shard, config_hash=config_hash,
+            max_ingest_seq=max_seq, orders=0, events=0, summary="{}", status="running",
+        ).returning(t.runs.c.id)
+    )  # fmt: skip
+    return int(res.scalar_one())
+
+
+def finish_run(
+    conn: Connection, run_id: int, orders: int, events: int, summary: dict[str, Any]
+) -> None:
+    conn.execute(
+        t.runs.update()
+        .where(t.runs.c.id == run_id)
+        .values(finished_at=now_us(), orders=orders, events=events,
+                summary=orjson.dumps(summary).decode(), status="done")
+    )  # fmt: skip
+
+
+def last_run(conn: Connection, shard: str) -> dict[str, Any] | None:
+    c = t.runs.c
+    row = (
+        conn.execute(
+            select(t.runs)
+            .where(and_(c.status == "done", c.shard == shard))
+            .order_by(c.id.desc())
+            .limit(1)
+        )
+        .mappings()
+        .first()
+    )
+    return dict(row) if row else None
+
+
+def update_findings(
+    conn: Connection,
+    run_id: int,
+    current: pd.DataFrame,
+    in_scope: Callable[[pd.DataFrame], np.ndarray],
+) -> None:
+    """Upsert this run's findings and resolve the active ones in scope that are gone."""
+    c = t.findings.c
+    existing = pd.DataFrame(
+        conn.execute(
+            select(c.order_id, c.kind, c.hop, c.from_hop, c.status, c.first_run)
+        ).fetchall(),
+        columns=[*IDENTITY, "status", "first_run"],
+    )
+    cur = current[[*IDENTITY, "since", "detail"]].copy()
+    cur[IDENTITY] = cur[IDENTITY].astype(object)
+    existing[IDENTITY] = existing[IDENTITY].astype(object)
+    merged = cur.merge(existing, on=IDENTITY, how="left")
+    was_active = merged["status"].isin(ACTIVE).to_numpy()
+    merged["new_status"] = np.where(was_active, "open", "new")
+    merged["first_run"] = np.where(was_active, merged["first_run"].fillna(run_id), run_id).astype(
+        int
+    )
+    rows = [
+        {"order_id": r[0], "kind": r[1], "hop": r[2], "from_hop": r[3], "since": int(r[4]),
+         "detail": r[5], "status": r[6], "first_run": int(r[7]), "last_run": run_id}
+        for r in merged[[*IDENTITY, "since", "detail", "new_status", "first_run"]].itertuples(index=False)
+    ]  # fmt: skip
+    if rows:
+        stmt = _dialect_insert(conn, t.findings)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=IDENTITY,
+            set_={
+                k: stmt.excluded[k] for k in ("since", "detail", "status", "first_run", "last_run")
+            },
+        )
+        for k in range(0, len(rows), 5000):
+            conn.execute(stmt, rows[k : k + 5000])
+    active = existing[existing["status"].isin(ACTIVE)]
+    if len(active):
+        gone = active.merge(cur[IDENTITY], on=IDENTITY, how="left", indicator=True)
+        gone = gone[gone["_merge"] == "left_only"]
+        gone = gone[in_scope(gone)]
+        upd = (
+            t.findings.update()
+            .where(
+                and_(
+                    c.order_id == bindparam("o"),
+                    c.kind == bindparam("k"),
+                    c.hop == bindparam("h"),
+                    c.from_hop == bindparam("f"),
+                )
+            )
+            .values(status="resolved", last_run=run_id)
+        )
+        params = [
+            {"o": r[0], "k": r[1], "h": r[2], "f": r[3]}
+            for r in gone[IDENTITY].itertuples(index=False)
+        ]
+        for k in range(0, len(params), 5000):
+            conn.execute(upd, params[k : k + 5000])
+
+
+def read_findings(
+    conn: Connection, run_id: int, in_scope: Callable[[pd.DataFrame], np.ndarray] | None = None
+) -> pd.DataFrame:
+    """Active findings plus those resolved by this run, sorted."""
+    c = t.findings.c
+    q = select(
+        c.order_id, c.kind, c.hop, c.from_hop, c.since, c.detail, c.status, c.first_run
+    ).where((c.status.in_(ACTIVE)) | ((c.status == "resolved") & (c.last_run == run_id)))
+    df = pd.DataFrame(
+        conn.execute(q).fetchall(), columns=[*IDENTITY, "since", "detail", "status", "first_run"]
+    )
+    if in_scope is not None and len(df):
+        df = df[in_scope(df)]
+    return df.sort_values(IDENTITY, kind="stable").reset_index(drop=True)
+
+
+def write_incidents(conn: Connection, run_id: int, incidents: list[dict[str, Any]]) -> None:
+    from ordertrail.collectors.timestamps import parse_timestamp
+
+    rows = [
+        {
+            **i,
+            "run_id": run_id,
+            "since": None if i["since"] is None else parse_timestamp(i["since"]),
+        }
+        for i in incidents
+    ]
+    if rows:
+        conn.execute(t.incidents.insert(), rows)
+
+
+def replace_pending(
+    conn: Connection, run_id: int, scope_sql: str | None, orders: Iterable[str] | None,
+    pending: list[tuple[str, int | None]],
+) -> None:  # fmt: skip
+    """Replace the in-flight orders of the evaluated scope with this run's."""
+    if orders is not None:
+        ids = list(orders)
+        for k in range(0, len(ids), 500):
+            conn.execute(
+                t.pending_orders.delete().where(t.pending_orders.c.order_id.in_(ids[k : k + 500]))
+            )
+    elif scope_sql:
+        conn.execute(text(f"DELETE FROM pending_orders WHERE {scope_sql}"))
+    else:
+        conn.execute(t.pending_orders.delete())
+    if pending:
+        conn.execute(
+            t.pending_orders.insert(),
+            [
+                {"order_id": o, "order_bucket": order_bucket(o), "due": d, "run_id": run_id}
+                for o, d in pending
+            ],
+        )
+
+
+def pending_order_ids(conn: Connection) -> list[str]:
+    return [r[0] for r in conn.execute(select(t.pending_orders.c.order_id))]
+
+
+def active_finding_orders(conn: Connection) -> list[str]:
+    c = t.findings.c
+    return [r[0] for r in conn.execute(select(c.order_id).where(c.status.in_(ACTIVE)).distinct())]
+
+
+def list_findings(
+    store: Any, *, kinds: Iterable[str] = (), hops: Iterable[str] = (), status: str = "active",
+    limit: int | None = None,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Stored findings as dicts (the shape of reconcile's JSON), newest problems first."""
+    from ordertrail.schemas.event import us_to_iso
+
+    c = t.findings.c
+    q = select(
+        c.order_id, c.kind, c.hop, c.from_hop, c.since, c.detail, c.status, c.first_run, c.last_run
+    )
+    if status == "active":
+        q = q.where(c.status.in_(ACTIVE))
+    elif status != "all":
+        q = q.where(c.status == status)
+    kinds, hops = list(kinds), list(hops)
+    if kinds:
+        q = q.where(c.kind.in_(kinds))
+    if hops:
+        q = q.where(c.hop.in_(hops))
+    q = q.order_by(c.since.desc(), c.order_id, c.kind, c.hop, c.from_hop)
+    if limit:
+        q = q.limit(limit)
+    with store.engine.connect() as conn:
+        return [
+            {"order_id": r.order_id, "kind": r.kind, "hop": r.hop, "from_hop": r.from_hop or None,
+             "since": us_to_iso(r.since), "detail": r.detail, "status": r.status,
+             "first_run": r.first_run, "last_run": r.last_run}
+            for r in conn.execute(q)
+        ]  # fmt: skip
