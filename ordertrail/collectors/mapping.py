@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -129,6 +130,10 @@ class Mapper:
         src = self.source
 
         raw_oid = self._order(data)
+        if type(raw_oid) is float and abs(raw_oid) >= 2**53 and rec.data is None:
+            # orjson reads integers beyond 64 bits as floats; ids must stay exact
+            data = json.loads(rec.raw)
+            raw_oid = self._order(data)
         order_id = raw_oid if type(raw_oid) is str and raw_oid.strip() else as_text_id(raw_oid)
         if order_id is None:
             what = "missing" if raw_oid is _MISSING or raw_oid is None else "empty or invalid"

