@@ -151,7 +151,9 @@ def main() -> None:
     a = ap.parse_args()
     exe = str(Path(sys.executable).parent / "ordertrail")
     print(f"machine: {machine()}")
-    print(f"{'orders':>10} {'events':>10} {'reconcile s':>12} {'peak RSS MB':>12} {'orders/s':>10} {'duckdb s':>9} {'ratio':>6}")
+    print(
+        f"{'orders':>10} {'events':>10} {'reconcile s':>12} {'peak RSS MB':>12} {'orders/s':>10} {'duckdb s':>9} {'ratio':>6}"
+    )
     for n in a.orders:
         d = DATA / f"reconcile-{n}"
         d.mkdir(parents=True, exist_ok=True)

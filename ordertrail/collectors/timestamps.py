@@ -6,6 +6,7 @@ Everything becomes microseconds since the epoch, UTC. Naive times take the sourc
 from __future__ import annotations
 
 from datetime import UTC, datetime, tzinfo
+from math import isfinite
 from zoneinfo import ZoneInfo
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -37,7 +38,7 @@ def parse_timestamp(value: object, tz: tzinfo = UTC) -> int:
     if isinstance(value, bool) or value is None:
         raise TimestampError(f"not a timestamp: {value!r}")
     if isinstance(value, int | float):
-        if value != value or value in (float("inf"), float("-inf")):
+        if not isfinite(value):
             raise TimestampError(f"not a timestamp: {value!r}")
         us = epoch_to_us(value)
     elif not isinstance(value, str):
@@ -63,7 +64,7 @@ def _epoch_text(s: str, value: str) -> int:
         f = float(s)
     except ValueError:
         raise TimestampError(f"unparseable timestamp {value!r}") from None
-    if f != f or f in (float("inf"), float("-inf")):
+    if not isfinite(f):
         raise TimestampError(f"not a timestamp: {value!r}")
     return epoch_to_us(f)
 

@@ -65,13 +65,13 @@ class RunResult:
 
 
 def _chunk_features(
-    url: str, config: Config, lo: int, hi: int, shard: Part | None, chunk: Part | None
+    url: str, config: Config, lo: int, hi: int, shard: Part | None, chunk: Part | None, scan: bool
 ) -> tuple[Features, int]:
     """Worker: one chunk of orders -> features (runs in a child process for big windows)."""
     store = Store(url, create=False)
     try:
         with store.engine.connect() as conn:
-            df = load_events(conn, config, lo, hi, shard=shard, chunk=chunk)
+            df = load_events(conn, config, lo, hi, shard=shard, chunk=chunk, scan=scan)
     finally:
         store.close()
     return compute_features(df, config), len(df)
@@ -224,6 +224,8 @@ def _load_features(
             .where(tables.events.c.occurred_at > lo, tables.events.c.occurred_at <= hi)
         )
         total = int(conn.execute(q).scalar_one())
+        stored = int(conn.execute(select(func.max(tables.events.c.ingest_seq))).scalar_one() or 0)
+    scan = total * 3 > stored  # the window holds most events: scan rather than use the index
     if shard:
         total = total // shard[1] + 1
     chunks = max(1, math.ceil(total / EVENTS_PER_CHUNK))
@@ -242,7 +244,7 @@ def _load_features(
     if workers <= 1 or chunks == 1:
         for c in range(chunks):
             with store.engine.connect() as conn:
-                df = load_events(conn, config, lo, hi, shard=shard, chunk=(c, chunks))
+                df = load_events(conn, config, lo, hi, shard=shard, chunk=(c, chunks), scan=scan)
             parts.append(compute_features(df, config))
             n_events += len(df)
             del df
@@ -252,7 +254,7 @@ def _load_features(
         ctx = mp.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
             futs = [
-                ex.submit(_chunk_features, store.url, config, lo, hi, shard, (c, chunks))
+                ex.submit(_chunk_features, store.url, config, lo, hi, shard, (c, chunks), scan)
                 for c in range(chunks)
             ]
             for k, fut in enumerate(futs):
@@ -322,8 +324,12 @@ def _with_last_events(store: Store, findings: pd.DataFrame, lo: int, hi: int) ->
         rows = conn.execute(
             text(
                 "SELECT e.order_id, e.hop, e.phase, e.occurred_at, e.source, e.source_ref, e.ingest_seq "
-                "FROM events e JOIN _ot_orders o ON o.order_id = e.order_id "
-                "WHERE e.occurred_at > :lo AND e.occurred_at <= :hi"
+                "FROM _ot_orders o JOIN events e ON e.order_id = o.order_id "
+                + (
+                    "WHERE +e.occurred_at > :lo AND +e.occurred_at <= :hi"
+                    if store.dialect == "sqlite"
+                    else "WHERE e.occurred_at > :lo AND e.occurred_at <= :hi"
+                )
             ),
             {"lo": lo, "hi": hi},
         ).fetchall()

@@ -69,9 +69,9 @@ class Features:
                     for j in range(len(config.checks))
                 ],
             )
-        # a deterministic order whatever the chunking
-        order = np.argsort(f.order_ids.astype(str), kind="stable")
-        return f.take(order)
+        # no global sort: nothing downstream depends on the order of the rows, and findings
+        # are sorted at the end
+        return f
 
     def take(self, idx: npt.NDArray[np.intp]) -> Features:
         return Features(
