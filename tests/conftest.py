@@ -151,7 +151,51 @@ def workdir(tmp_path: Path) -> Path:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if _pg_problem:
-        terminalreporter.write_sep("!", "POSTGRESQL TESTS DID NOT RUN", red=True, bold=True)
-        for p in _pg_problem:
-            terminalreporter.write_line(p, red=True)
+    for name, problems in (("POSTGRESQL", _pg_problem), ("KAFKA", _kafka_problem)):
+        if problems:
+            terminalreporter.write_sep("!", f"{name} TESTS DID NOT RUN", red=True, bold=True)
+            for p in problems:
+                terminalreporter.write_line(p, red=True)
+
+
+# -- Kafka ---------------------------------------------------------------------------------------
+_kafka_problem: list[str] = []
+KAFKA_TEST_PORT = os.environ.get("ORDERTRAIL_TEST_KAFKA_PORT", "59192")
+
+
+@pytest.fixture(scope="session")
+def kafka_broker() -> Iterator[dict[str, object]]:
+    """A real Kafka 4.x broker: $ORDERTRAIL_TEST_KAFKA, else one started by scripts/kafka.sh."""
+    external = os.environ.get("ORDERTRAIL_TEST_KAFKA")
+    env = {**os.environ, "KAFKA_PORT": KAFKA_TEST_PORT}
+    info: dict[str, object] = {"bootstrap": external, "managed": False, "env": env}
+    if not external:
+        try:
+            out = subprocess.run(
+                [str(ROOT / "scripts" / "kafka.sh"), "start"],
+                check=True,
+                capture_output=True,
+                text=True,
+                timeout=600,
+                env=env,
+            )
+            info["bootstrap"] = out.stdout.strip().splitlines()[-1]
+            info["managed"] = True
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as e:
+            err = getattr(e, "stderr", "") or str(e)
+            _kafka_problem.append(f"cannot start Kafka: {str(err).strip()[-1500:]}")
+    yield info
+    if info["managed"]:
+        subprocess.run(
+            [str(ROOT / "scripts" / "kafka.sh"), "stop"], env=env, timeout=120, check=False
+        )
+
+
+@pytest.fixture
+def kafka(kafka_broker: dict[str, object]) -> dict[str, object]:
+    if not kafka_broker["bootstrap"]:
+        msg = _kafka_problem[0] if _kafka_problem else "no Kafka broker"
+        if IN_CI:
+            pytest.fail(f"CI=true and Kafka is required: {msg}")
+        pytest.skip(f"Kafka not available: {msg}")
+    return kafka_broker

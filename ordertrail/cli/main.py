@@ -168,6 +168,49 @@ def print_ingest_summary(reports: list[Any]) -> None:
             console.print(f"{r.source}: quarantined {n:,} × {reason}")
 
 
+# -- collect ---------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("source")
+@click.option("--max-messages", type=click.IntRange(1), help="Stop after this many records.")
+@click.option(
+    "--idle-timeout", type=click.FloatRange(0), help="Stop after this many seconds without records."
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
+@click.pass_obj
+def collect(
+    state: AppState, source: str, max_messages: int | None, idle_timeout: float | None, fmt: str
+) -> None:
+    """Run a kafka or otlp source until stopped (SIGTERM/SIGINT finish the batch and exit 0)."""
+    cfg = state.config()
+    src = cfg.source(source)
+    if src.kind == "file":
+        raise ConfigError(
+            f"source {source!r} is a file source; run 'ordertrail ingest {source}'", path=cfg.path
+        )
+    store = state.store()
+    if src.kind == "kafka":
+        from ordertrail.collectors.kafka import CollectOptions, KafkaCollector
+
+        collector: Any = KafkaCollector(store, cfg, src, CollectOptions(max_messages, idle_timeout))
+    else:
+        from ordertrail.collectors.otlp import OtlpCollector
+
+        collector = OtlpCollector(
+            store, cfg, src, max_messages=max_messages, idle_timeout=idle_timeout
+        )
+    collector.install_signal_handlers()
+    with progress_bar(f"collect {source}", max_messages) as advance:
+        report = collector.run(on_batch=advance)
+    if fmt == "json":
+        print_json({"sources": [report.as_dict()]})
+    else:
+        print_ingest_summary([report])
+
+
 # -- status ----------------------------------------------------------------------------------
 
 

@@ -19,6 +19,7 @@ from ordertrail.store.writer import (
     WriteResult,
     insert_events,
     insert_quarantine,
+    refresh_source_watermark,
     upsert_checkpoints,
 )
 
@@ -59,13 +60,20 @@ class Store:
         events: Sequence[OrderEvent] = (),
         quarantined: Sequence[QuarantineRecord] = (),
         checkpoints: Sequence[Checkpoint] = (),
+        source_watermark: str | None = None,
     ) -> WriteResult:
-        """Store events, quarantine rows and checkpoints in one transaction (all or nothing)."""
+        """Store events, quarantine rows and checkpoints in one transaction (all or nothing).
+
+        ``source_watermark`` names a source whose watermark is the minimum of its parts'
+        (Kafka partitions): it is recomputed in the same transaction.
+        """
         try:
             with self.engine.begin() as conn:
                 stored = insert_events(conn, events)
                 q = insert_quarantine(conn, quarantined)
                 upsert_checkpoints(conn, checkpoints)
+                if source_watermark:
+                    refresh_source_watermark(conn, source_watermark)
         except OperationalError as e:
             reason = str(e.orig).strip().splitlines()[0] if e.orig else str(e)
             raise StoreError(f"store write failed: {reason}") from e

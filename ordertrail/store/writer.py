@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection
+from sqlalchemy import Connection, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ordertrail.errors import StoreError
@@ -201,3 +201,16 @@ def upsert_checkpoints(conn: Connection, checkpoints: Sequence[Checkpoint]) -> N
                 },
             )
         conn.execute(stmt)
+
+
+def refresh_source_watermark(conn: Connection, source: str) -> None:
+    """Set a source's watermark to the minimum of its parts' once every part has one."""
+    c = t.checkpoints.c
+    row = conn.execute(
+        select(func.count(), func.count(c.watermark), func.min(c.watermark)).where(
+            c.source == source, c.key != ""
+        )
+    ).one()
+    parts, with_wm, low = int(row[0]), int(row[1]), row[2]
+    if parts and parts == with_wm:
+        upsert_checkpoints(conn, [Checkpoint(source, "", {"parts": parts}, int(low))])
