@@ -41,3 +41,19 @@ def rec(i: int, stage: str = "checkout", **kw: Any) -> dict[str, Any]:
     }
     r.update(kw)
     return r
+
+
+def invoke(root: Path, *args: str) -> Any:
+    """Run the CLI in ``root`` (as a user would from that folder) and return the click Result."""
+    import os
+
+    from click.testing import CliRunner
+
+    from ordertrail.cli import cli
+
+    old = os.getcwd()
+    os.chdir(root)
+    try:
+        return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    finally:
+        os.chdir(old)

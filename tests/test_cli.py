@@ -6,21 +6,13 @@ from pathlib import Path
 
 import orjson
 import pytest
-from click.testing import CliRunner
 
-from ordertrail.cli import cli
+from tests.helpers import invoke as run_in
 from tests.helpers import rec, write_jsonl
 
 
 def invoke(args: list[str], cwd: Path) -> object:
-    import os
-
-    old = os.getcwd()
-    os.chdir(cwd)
-    try:
-        return CliRunner().invoke(cli, args, catch_exceptions=False)
-    finally:
-        os.chdir(old)
+    return run_in(cwd, *args)
 
 
 def test_init_writes_a_valid_config(tmp_path: Path) -> None:

@@ -2,39 +2,23 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import orjson
 import pytest
-from click.testing import CliRunner
 
-from ordertrail.cli import cli
 from ordertrail.simulation import Simulation
+from tests.helpers import invoke
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("demo")
     res = Simulation(orders=600, seed=2).run(root)
-    old = os.getcwd()
-    os.chdir(root)
-    try:
-        r = CliRunner().invoke(cli, ["ingest"])
-        assert r.exit_code == 0, r.stderr
-    finally:
-        os.chdir(old)
+    r = invoke(root, "ingest")
+    assert r.exit_code == 0, r.stderr
     (root / "as_of").write_text(res.as_of.isoformat())
     return root
-
-
-def invoke(root: Path, *args: str) -> object:
-    old = os.getcwd()
-    os.chdir(root)
-    try:
-        return CliRunner().invoke(cli, list(args), catch_exceptions=False)
-    finally:
-        os.chdir(old)
 
 
 def test_reconcile_json_shape_and_fail_on(demo: Path) -> None:

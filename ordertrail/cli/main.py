@@ -493,6 +493,7 @@ def print_reconcile(result: Any, cfg: Any, limit: int = 20, console: Any = None)
 )
 @output_options
 @click.option("--limit", type=click.IntRange(1), help="At most this many rows.")
+@click.option("--redact", is_flag=True, help="Mask the attributes the config marks personal.")
 @click.pass_obj
 def findings(
     state: AppState,
@@ -502,11 +503,20 @@ def findings(
     fmt: str,
     output: str | None,
     limit: int | None,
+    redact: bool,
 ) -> None:
     """List stored findings, filtered by kind, hop and status."""
     from ordertrail.reconcile.runs import list_findings
 
     rows = list_findings(state.store(), kinds=kinds, hops=hops, status=status, limit=limit)
+    if redact:
+        cfg = state.maybe_config()
+        personal = set(cfg.pipeline.personal) if cfg else set()
+        for f in rows:
+            # only a check on a personal attribute puts its values into a detail
+            field = f["detail"].split(" ", 1)[0]
+            if f["kind"] == "mismatch" and field in personal:
+                f["detail"] = f"{field} differs between hops (values redacted)"
     if fmt == "json":
         import orjson
 
@@ -559,6 +569,214 @@ def findings(
         click.echo(f"wrote {output}", err=True)
     else:
         click.echo(text_, nl=False)
+
+
+# -- support: trace, search, report ---------------------------------------------------------
+
+
+def redact_option(f: Any) -> Any:
+    return click.option(
+        "--redact", is_flag=True, help="Mask the attributes the config marks personal."
+    )(f)
+
+
+@cli.command()
+@click.argument("order_id")
+@click.option("--as-of", "as_of", metavar="TIME", help="Judge as of this time (default now).")
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
+@redact_option
+@click.pass_obj
+def trace(state: AppState, order_id: str, as_of: str | None, fmt: str, redact: bool) -> None:
+    """Show one order's whole trail, the hops still missing and its findings in plain words."""
+    from ordertrail.report.trace import UnknownOrder, build_trail
+
+    cfg = state.config()
+    when = parse_time_option(as_of, "--as-of", cfg.pipeline.timezone)
+    now = when if when is not None else _now_us()
+    try:
+        trail = build_trail(state.store(), cfg, order_id, now, redact=redact)
+    except UnknownOrder as e:
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(1)
+    if fmt == "json":
+        print_json(trail.as_dict())
+        return
+    print_trail(trail, cfg)
+
+
+def _now_us() -> int:
+    import time
+
+    return time.time_ns() // 1000
+
+
+def print_trail(trail: Any, cfg: Any) -> None:
+    from ordertrail.report.trace import local_zone
+    from ordertrail.schemas.durations import format_duration
+
+    console = stdout_console()
+    tz = local_zone(cfg.pipeline.timezone)
+    console.print(f"Order {trail.order_id} — {trail.state}")
+    for note in trail.notes:
+        console.print(f"  • {note}")
+    rows: list[tuple[Any, ...]] = []
+    prev = None
+    for e in trail.events:
+        gap = "" if prev is None else "+" + format_duration(e.occurred_at - prev)
+        prev = e.occurred_at
+        attrs = ", ".join(f"{k}={v}" for k, v in list(e.attributes.items())[:4])
+        local = fmt_time(e.occurred_at, tz)[11:] if cfg.pipeline.timezone != "UTC" else ""
+        rows.append((e.hop, e.phase, fmt_time(e.occurred_at), local, gap,
+                     f"{e.source} {e.source_ref}", e.trace_id or "", attrs))  # fmt: skip
+    cols = ["hop", "phase", "time (UTC)", f"local ({cfg.pipeline.timezone})" if cfg.pipeline.timezone != "UTC" else "",
+            "gap", "source", "trace", "attributes"]  # fmt: skip
+    if cfg.pipeline.timezone == "UTC":
+        rows = [r[:3] + r[4:] for r in rows]
+        cols = cols[:3] + cols[4:]
+    console.print(table("Trail", cols, rows))
+    if trail.expectations:
+        rows = []
+        for x in trail.expectations:
+            status = (
+                f"{format_duration(x.overdue)} overdue"
+                if x.overdue > 0
+                else f"due in {format_duration(-x.overdue)}"
+            )
+            rows.append((x.hop, f"after {x.after}" if x.kind == "edge" else f"promised at {x.after}",
+                         fmt_time(x.deadline), status))  # fmt: skip
+        console.print(
+            table("Expected but missing", ["hop", "why", "deadline (UTC)", "status"], rows)
+        )
+    if trail.findings:
+        rows = [(f["kind"], f["hop"], f["status"], f["detail"]) for f in trail.findings]
+        console.print(table("Findings", ["kind", "hop", "status", "detail"], rows))
+
+
+@cli.command()
+@click.option(
+    "--attr", "attrs", multiple=True, metavar="PATH=VALUE", help="An attribute value (repeatable)."
+)
+@click.option("--trace-id", help="An OpenTelemetry trace id.")
+@click.option("--hop", help="Events at this hop.")
+@click.option("--since", metavar="TIME", help="Events at or after this time.")
+@click.option("--until", metavar="TIME", help="Events at or before this time.")
+@click.option("--limit", type=click.IntRange(1), default=50, show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
+@redact_option
+@click.pass_obj
+def search(
+    state: AppState,
+    attrs: tuple[str, ...],
+    trace_id: str | None,
+    hop: str | None,
+    since: str | None,
+    until: str | None,
+    limit: int,
+    fmt: str,
+    redact: bool,
+) -> None:
+    """Find orders without their id: by attribute, trace id, or hop and time range."""
+    from ordertrail.report.search import search_orders
+
+    pairs = []
+    for a in attrs:
+        if "=" not in a:
+            raise click.BadParameter(f"expected PATH=VALUE, not {a!r}", param_hint="--attr")
+        k, v = a.split("=", 1)
+        pairs.append((k.strip(), v))
+    cfg = state.maybe_config()
+    tz = cfg.pipeline.timezone if cfg else "UTC"
+    if hop and cfg and hop not in cfg.hop_names:
+        raise click.BadParameter(
+            f"unknown hop {hop!r} (known: {', '.join(cfg.hop_names)})", param_hint="--hop"
+        )
+    try:
+        found = search_orders(state.store(), cfg, attrs=pairs, trace_id=trace_id, hop=hop,
+                              since=parse_time_option(since, "--since", tz),
+                              until=parse_time_option(until, "--until", tz), limit=limit, redact=redact)  # fmt: skip
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    if fmt == "json":
+        print_json({"orders": found})
+        return
+    if not found:
+        click.echo("No order matches.")
+        return
+    rows = [(o["order_id"], o["matches"], o["last_match"][:19],
+             f"{o['last_event']['hop']} {o['last_event']['phase']} {o['last_event']['time'][:16]}",
+             ", ".join(o["findings"]) or "-") for o in found]  # fmt: skip
+    stdout_console().print(
+        table(
+            f"Orders ({len(found)})",
+            ["order", "matches", "last match", "last event", "findings"],
+            rows,
+        )
+    )
+
+
+@cli.command()
+@click.option("--as-of", "as_of", metavar="TIME", help="Report as of this time (default now).")
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Write a self-contained HTML report with charts to this file.",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
+@click.option(
+    "--amount-field",
+    default="amount",
+    show_default=True,
+    help="Attribute holding an order's amount.",
+)
+@redact_option
+@click.pass_obj
+def report(
+    state: AppState,
+    as_of: str | None,
+    html_path: str | None,
+    fmt: str,
+    amount_field: str,
+    redact: bool,
+) -> None:
+    """Funnel per hop, lost and stalled per edge, latency percentiles, findings by age, amount at risk."""
+    from ordertrail.report.html import render_html
+    from ordertrail.report.summary import build_report
+
+    cfg = state.config()
+    when = parse_time_option(as_of, "--as-of", cfg.pipeline.timezone)
+    rep = build_report(state.store(), cfg, when if when is not None else _now_us(), amount_field)
+    if html_path:
+        Path(html_path).write_text(render_html(rep), encoding="utf-8")
+        click.echo(f"wrote {html_path}", err=True)
+    if fmt == "json":
+        print_json(rep.as_dict())
+        return
+    console = stdout_console()
+    console.print(table("Funnel", ["hop", "orders", "share"],
+                        [(f["hop"], fmt_int(f["orders"]), "-" if f["share"] is None else f"{f['share'] * 100:.1f}%")
+                         for f in rep.funnel]))  # fmt: skip
+    from ordertrail.report.html import _fmt_s
+
+    console.print(table("Edges", ["edge", "passed", "vanished", "stalled", "p50", "p95", "p99"],
+                        [(f"{e['from']} → {e['to']}", fmt_int(e["passed"]), fmt_int(e["vanished"]),
+                          fmt_int(e["stalled"]), _fmt_s(e["latency_seconds"]["p50"]),
+                          _fmt_s(e["latency_seconds"]["p95"]), _fmt_s(e["latency_seconds"]["p99"]))
+                         for e in rep.edges]))  # fmt: skip
+    if rep.findings_by_kind:
+        ages = ["< 1h", "1h–1d", "1d–7d", "> 7d"]
+        console.print(table("Open findings by age", ["kind", *ages, "total"],
+                            [(k, *(fmt_int(v[a]) for a in ages), fmt_int(v["total"]))
+                             for k, v in rep.findings_by_kind.items()]))  # fmt: skip
+    r = rep.at_risk
+    console.print(f"At risk: {r['orders']:,} orders, {r['field']} {r['amount']:,.2f} "
+                  f"(known for {r['with_amount']:,})")  # fmt: skip
 
 
 # -- demo ------------------------------------------------------------------------------------

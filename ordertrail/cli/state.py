@@ -46,6 +46,10 @@ class AppState:
             logging.getLogger(__name__).debug("store %s", url)
             self._store = Store(url)
             click.get_current_context().call_on_close(self._store.close)
+            if cfg and cfg.pipeline.searchable:
+                from ordertrail.report.search import ensure_attribute_indexes
+
+                ensure_attribute_indexes(self._store, cfg.pipeline.searchable)
         return self._store
 
     def config_dir(self) -> Path:

@@ -7,7 +7,7 @@ only for the orders that have findings.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -48,7 +48,7 @@ class Classification:
     next_due: F  # per order: earliest pending deadline (NaN if none)
     waiting: dict[str, int] = field(default_factory=dict)  # hop -> orders waiting on watermark
     stalled_since: dict[str, float] = field(default_factory=dict)  # hop -> last activity
-    last_activity: dict[str, float] = field(default_factory=dict)  # hop -> last reach time
+    last_activity: Mapping[str, float | None] = field(default_factory=dict)  # hop -> last event
 
 
 class _Collector:
@@ -101,7 +101,7 @@ def classify(
     as_of: int,
     judge: dict[str, float],
     evidence: EvidenceProvider | None = None,
-    last_activity: dict[str, float] | None = None,
+    last_activity: Mapping[str, float | None] | None = None,
 ) -> Classification:
     """Classify every order of ``f``. ``judge[h]`` = min(as_of, watermark of h's sources).
 
@@ -195,13 +195,16 @@ def classify(
                 for k, c in zip(van, cnt, strict=True)
             ])  # fmt: skip
         if len(sta):
-            last_b = last_activity[b]
-            seen = (
-                f"last {b} event {ts(last_b)}" if not np.isnan(last_b) else f"no {b} event at all"
-            )
+            last_b = last_activity.get(b)  # None: not known here
+            if last_b is None:
+                seen = ""
+            elif np.isnan(last_b):
+                seen = f" (no {b} event at all)"
+            else:
+                seen = f" (last {b} event {ts(last_b)})"
             out.add(sta, "stalled", b, a, deadline[sta], [
                 f"{a} at {ts(ta[k])}; {b} was due by {ts(deadline[k])}, {dur(asof - deadline[k])} "
-                f"overdue; {b} has passed no later order since ({seen})" for k in sta
+                f"overdue; {b} has passed no later order since{seen}" for k in sta
             ])  # fmt: skip
             prev = stalled_since.get(b, np.inf)
             stalled_since[b] = float(min(prev, np.min(deadline[sta])))

@@ -27,7 +27,7 @@ FILE_FORMATS = ("jsonl", "csv")
 
 _TOP_KEYS = {"store", "pipeline", "hops", "checks", "sources"}
 _STORE_KEYS = {"url"}
-_PIPELINE_KEYS = {"name", "clock_skew", "lookback", "timezone", "personal"}
+_PIPELINE_KEYS = {"name", "clock_skew", "lookback", "timezone", "personal", "searchable"}
 _HOP_KEYS = {"name", "next", "within", "unique", "promises", "promise_within", "closes"}
 _CHECK_KEYS = {"field", "hops", "tolerance"}
 _SOURCE_COMMON = {
@@ -135,6 +135,7 @@ class PipelineSettings:
     lookback: int = 30 * 86400 * 1_000_000
     timezone: str = "UTC"
     personal: tuple[str, ...] = ()
+    searchable: tuple[str, ...] = ()  # attributes given an expression index for search --attr
 
 
 @dataclass(frozen=True)
@@ -395,6 +396,7 @@ def parse_config(data: Mapping[str, Any], path: str | None = None) -> Config:
         lookback=pr.duration("lookback", 30 * 86400 * 1_000_000),
         timezone=tz,
         personal=pr.str_list("personal"),
+        searchable=pr.str_list("searchable"),
     )
     if settings.lookback <= 0:
         raise pr.fail("lookback", "must be longer than zero")

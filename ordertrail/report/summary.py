@@ -1,0 +1,153 @@
+"""``ordertrail report``: the whole pipeline at a glance — per-hop funnel, lost and stalled per
+edge, latency percentiles per edge, open findings by kind and age, amount at risk, history."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+from sqlalchemy import select, text
+
+from ordertrail.reconcile.classify import KINDS
+from ordertrail.reconcile.load import edge_points, fill_orders_table
+from ordertrail.report.search import attr_expr
+from ordertrail.schemas.config import Config
+from ordertrail.schemas.event import us_to_iso
+from ordertrail.store import Store, tables
+
+AGE_BUCKETS = (("< 1h", 3600), ("1h–1d", 86400), ("1d–7d", 7 * 86400), ("> 7d", None))
+AT_RISK_KINDS = ("vanished", "stalled", "confirmed_unfulfilled", "failed")
+
+
+@dataclass
+class Report:
+    pipeline: str
+    as_of: int
+    funnel: list[dict[str, Any]] = field(default_factory=list)
+    edges: list[dict[str, Any]] = field(default_factory=list)
+    findings_by_kind: dict[str, dict[str, int]] = field(default_factory=dict)
+    at_risk: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    incidents: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "pipeline": self.pipeline, "as_of": us_to_iso(self.as_of), "funnel": self.funnel,
+            "edges": self.edges, "findings_by_kind": self.findings_by_kind, "at_risk": self.at_risk,
+            "history": self.history, "incidents": self.incidents,
+        }  # fmt: skip
+
+
+def build_report(store: Store, config: Config, as_of: int, amount_field: str = "amount") -> Report:
+    lo = as_of - config.pipeline.lookback
+    rep = Report(config.pipeline.name, as_of)
+    with store.engine.connect() as conn:
+        counts: dict[str, int] = dict(
+            conn.execute(
+                text(
+                    "SELECT hop, count(DISTINCT order_id) FROM events WHERE occurred_at > :lo "
+                    "AND occurred_at <= :hi AND phase = 'completed' GROUP BY hop"
+                ),
+                {"lo": lo, "hi": as_of},
+            ).fetchall()
+        )
+        first = max([int(counts.get(h, 0)) for h in config.entry_hops] or [0])
+        for h in config.hop_names:
+            n = int(counts.get(h, 0))
+            rep.funnel.append(
+                {"hop": h, "orders": n, "share": round(n / first, 4) if first else None}
+            )
+
+        c = tables.findings.c
+        active = conn.execute(
+            select(c.order_id, c.kind, c.hop, c.from_hop, c.since).where(
+                c.status.in_(("new", "open"))
+            )
+        ).fetchall()
+        per_edge: dict[tuple[str, str], dict[str, int]] = {}
+        for r in active:
+            if r.from_hop:
+                per_edge.setdefault((r.from_hop, r.hop), {}).setdefault(r.kind, 0)
+                per_edge[(r.from_hop, r.hop)][r.kind] += 1
+        for a, b, w in config.edges:
+            ta, tb = edge_points(conn, a, b, lo, as_of)
+            keep = ~(np.isnan(ta) | np.isnan(tb))
+            lat = (tb[keep] - ta[keep]) / 1e6
+            pct = {
+                f"p{q}": (round(float(np.percentile(lat, q)), 1) if len(lat) else None)
+                for q in (50, 95, 99)
+            }
+            kinds = per_edge.get((a, b), {})
+            rep.edges.append({
+                "from": a, "to": b, "within_seconds": w / 1e6, "passed": int(keep.sum()),
+                "vanished": kinds.get("vanished", 0), "stalled": kinds.get("stalled", 0),
+                "late": kinds.get("late", 0), "latency_seconds": pct,
+            })  # fmt: skip
+        for k in KINDS:
+            ages = [as_of - int(r.since) for r in active if r.kind == k]
+            if not ages:
+                continue
+            buckets = {name: 0 for name, _ in AGE_BUCKETS}
+            for age in ages:
+                secs = age / 1e6
+                for name, limit in AGE_BUCKETS:
+                    if limit is None or secs < limit:
+                        buckets[name] += 1
+                        break
+            buckets["total"] = len(ages)
+            rep.findings_by_kind[k] = buckets
+        risky = sorted({r.order_id for r in active if r.kind in AT_RISK_KINDS})
+        rep.at_risk = _amount_at_risk(store, conn, risky, amount_field, lo, as_of)
+        runs = conn.execute(
+            select(
+                tables.runs.c.id, tables.runs.c.as_of, tables.runs.c.summary, tables.runs.c.shard
+            )
+            .where(tables.runs.c.status == "done")
+            .order_by(tables.runs.c.id)
+        ).fetchall()
+        rep.history = [
+            {"run": r.id, "as_of": us_to_iso(int(r.as_of)), "summary": orjson.loads(r.summary)}
+            for r in runs
+            if not r.shard
+        ][-100:]
+        if runs:
+            last = runs[-1].id
+            ic = tables.incidents.c
+            rep.incidents = [
+                {
+                    "kind": i.kind,
+                    "hop": i.hop,
+                    "since": us_to_iso(i.since),
+                    "orders": i.orders,
+                    "detail": i.detail,
+                }
+                for i in conn.execute(select(tables.incidents).where(ic.run_id == last))
+            ]
+    return rep
+
+
+def _amount_at_risk(
+    store: Store, conn: Any, orders: list[str], field_: str, lo: int, hi: int
+) -> dict[str, Any]:
+    if not orders:
+        return {"orders": 0, "amount": 0.0, "with_amount": 0, "field": field_}
+    fill_orders_table(conn, orders)
+    expr = attr_expr(store.dialect, field_)
+    rows = conn.execute(
+        text(
+            f"SELECT e.order_id, max({expr}) FROM _ot_orders o JOIN events e ON e.order_id = o.order_id "
+            f"WHERE e.occurred_at > :lo AND e.occurred_at <= :hi GROUP BY e.order_id"
+        ),
+        {"lo": lo, "hi": hi},
+    ).fetchall()
+    total = 0.0
+    n = 0
+    for _, v in rows:
+        try:
+            total += float(v)
+            n += 1
+        except (TypeError, ValueError):
+            continue
+    return {"orders": len(orders), "with_amount": n, "amount": round(total, 2), "field": field_}
