@@ -88,13 +88,19 @@ def build(db: Path, n: int, seed: int = 1) -> int:
         "source_ref, attributes, ingested_at) VALUES (?,?,?,?,?,?,?,?,?,?)"
     )
     total = 0
+    amounts = np.round(rng.uniform(5, 500, n), 2)
     for hop, times in t.items():
         m = keep[hop]
+        idx = np.flatnonzero(m)
+        if hop == "checkout":  # what support staff search by
+            attrs = (f'{{"amount":{amounts[i]},"customer.email":"c{i}@example.com"}}' for i in idx)
+        else:
+            attrs = ("{}" for _ in idx)
+        k = len(idx)
         rows = zip(
-            (f"{hop}-{i}" for i in np.flatnonzero(m)), (hop for _ in range(int(m.sum()))), ids[m].tolist(),
-            buckets[m].tolist(), (hop for _ in range(int(m.sum()))), ("completed" for _ in range(int(m.sum()))),
-            times[m].tolist(), (f"{hop}.jsonl:{i}" for i in np.flatnonzero(m)), ("{}" for _ in range(int(m.sum()))),
-            (0 for _ in range(int(m.sum()))),
+            (f"{hop}-{i}" for i in idx), (hop for _ in range(k)), ids[m].tolist(),
+            buckets[m].tolist(), (hop for _ in range(k)), ("completed" for _ in range(k)),
+            times[m].tolist(), (f"{hop}.jsonl:{i}" for i in idx), attrs, (0 for _ in range(k)),
             strict=True,
         )  # fmt: skip
         con.executemany(sql, rows)

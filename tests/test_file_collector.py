@@ -168,3 +168,16 @@ def test_sigkill_mid_ingest_loses_and_duplicates_nothing(workdir: Path, store_ur
         assert s.count_events() == n - n_bad
         assert s.count_quarantine() == n_bad
         assert s.count_orders() == n - n_bad
+
+
+def test_no_matching_file_marks_the_source_complete_and_empty(
+    workdir: Path, sqlite_url: str
+) -> None:
+    import time as _time
+
+    before = _time.time_ns() // 1000
+    r = ingest_all(workdir, sqlite_url)
+    assert r["ship"].files == 0  # type: ignore[attr-defined]
+    with Store(sqlite_url) as s:
+        wm = s.watermarks()["ship"]
+    assert wm is not None and wm >= before

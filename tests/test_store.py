@@ -126,3 +126,12 @@ def test_unreachable_store_is_a_clear_error(tmp_path: Path) -> None:
         Store("not a url")
     with pytest.raises(ConfigError, match="folder of the SQLite store does not exist"):
         Store(f"sqlite:///{tmp_path}/missing/dir/x.db")
+
+
+def test_head_revision_constant_matches_the_migrations() -> None:
+    from alembic.script import ScriptDirectory
+
+    from ordertrail.store.engine import HEAD_REVISION, alembic_config, make_engine
+
+    head = ScriptDirectory.from_config(alembic_config(make_engine("sqlite://"))).get_current_head()
+    assert head == HEAD_REVISION

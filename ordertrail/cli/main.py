@@ -191,17 +191,15 @@ def collect(
         raise ConfigError(
             f"source {source!r} is a file source; run 'ordertrail ingest {source}'", path=cfg.path
         )
-    store = state.store()
-    if src.kind == "kafka":
-        from ordertrail.collectors.kafka import CollectOptions, KafkaCollector
-
-        collector: Any = KafkaCollector(store, cfg, src, CollectOptions(max_messages, idle_timeout))
-    else:
-        from ordertrail.collectors.otlp import OtlpCollector
-
-        collector = OtlpCollector(
-            store, cfg, src, max_messages=max_messages, idle_timeout=idle_timeout
+    if src.kind != "kafka":
+        raise ConfigError(
+            f"source {source!r} is of kind {src.kind}, which this version cannot collect yet "
+            "(file and kafka sources can)",
+            path=cfg.path,
         )
+    from ordertrail.collectors.kafka import CollectOptions, KafkaCollector
+
+    collector = KafkaCollector(state.store(), cfg, src, CollectOptions(max_messages, idle_timeout))
     collector.install_signal_handlers()
     with progress_bar(f"collect {source}", max_messages) as advance:
         report = collector.run(on_batch=advance)

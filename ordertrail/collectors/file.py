@@ -13,6 +13,7 @@ import glob
 import gzip
 import logging
 import os
+import time
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import IO, Any, cast
@@ -123,7 +124,11 @@ class FileSource:
             complete = yield from self._read_file(fs)
             all_done = all_done and complete
             self.files_read += 1
-        if states and all_done:
+        if not states:
+            # nothing to read: the source is complete (and empty) as of now, so a hop that
+            # emits nothing shows as stalled rather than as a lagging source
+            yield RawBatch([], [Checkpoint(self.name, "", {"files": 0}, time.time_ns() // 1000)])
+        elif all_done:
             wm = max(s.mtime_us for s in states)
             prev = checkpoints.get("")
             if prev and prev.watermark and prev.watermark > wm:
