@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -191,15 +192,19 @@ def collect(
         raise ConfigError(
             f"source {source!r} is a file source; run 'ordertrail ingest {source}'", path=cfg.path
         )
-    if src.kind != "kafka":
-        raise ConfigError(
-            f"source {source!r} is of kind {src.kind}, which this version cannot collect yet "
-            "(file and kafka sources can)",
-            path=cfg.path,
-        )
-    from ordertrail.collectors.kafka import CollectOptions, KafkaCollector
+    collector: Any
+    if src.kind == "kafka":
+        from ordertrail.collectors.kafka import CollectOptions, KafkaCollector
 
-    collector = KafkaCollector(state.store(), cfg, src, CollectOptions(max_messages, idle_timeout))
+        collector = KafkaCollector(
+            state.store(), cfg, src, CollectOptions(max_messages, idle_timeout)
+        )
+    else:
+        from ordertrail.collectors.otlp import OtlpCollector
+
+        collector = OtlpCollector(
+            state.store(), cfg, src, max_messages=max_messages, idle_timeout=idle_timeout
+        )
     collector.install_signal_handlers()
     with progress_bar(f"collect {source}", max_messages) as advance:
         report = collector.run(on_batch=advance)
@@ -822,7 +827,19 @@ def demo(state: AppState, orders: int, seed: int, directory: str) -> None:
         reports = [_ingest_one(store, cfg, s, 20_000) for s in file_sources(cfg)]
         print_ingest_summary(reports)
         _demo_reconcile(store, cfg, res, console)
-    console.print(f"Explore it: cd {root} && ordertrail status")
+    exe = os.path.relpath(sys.argv[0]) if os.path.exists(sys.argv[0]) else "ordertrail"
+    cfg_arg = f"--config {root / 'ordertrail.toml'}"
+    example = next(
+        (k[0] for k, v in sorted(res.expected.items()) if v == "lost_before_fulfillment"), None
+    )
+    console.print(f"Explore it: {exe} {cfg_arg} status")
+    if example:
+        console.print(
+            f"            {exe} {cfg_arg} trace {example} --as-of {res.as_of:%Y-%m-%dT%H:%M:%SZ}"
+        )
+    console.print(
+        f"            {exe} {cfg_arg} report --as-of {res.as_of:%Y-%m-%dT%H:%M:%SZ} --html report.html"
+    )
 
 
 def _demo_reconcile(store: Any, cfg: Any, res: Any, console: Any) -> None:
