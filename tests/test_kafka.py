@@ -265,3 +265,35 @@ def test_unreachable_broker_is_exit_3(tmp_path: Path, sqlite_url: str) -> None:
     )
     assert r.returncode == 3, r.stderr
     assert "cannot reach Kafka at 127.0.0.1:1" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_store_outage_mid_consumption(kafka: dict[str, Any], tmp_path: Path, pg_url: str) -> None:
+    """PostgreSQL refuses connections for a while: the collector retries, commits no offset it has
+    not stored, and ends with exactly the produced events."""
+    from sqlalchemy import create_engine, text
+
+    bs = str(kafka["bootstrap"])
+    topic = make_topic(bs, 3)
+    good = produce(bs, topic, 40_000)
+    cfg = write_config(tmp_path, bs, topic)
+    db = pg_url.rsplit("/", 1)[1]
+    admin = create_engine(pg_url.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT")
+    p = subprocess.Popen(
+        collect_cmd(cfg, pg_url, idle=20), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and counts(pg_url)[0] < 5000:
+        time.sleep(0.02)
+    with admin.connect() as c:
+        c.execute(text(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS false'))
+        c.execute(
+            text(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'")
+        )
+    time.sleep(6)
+    with admin.connect() as c:
+        c.execute(text(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS true'))
+    admin.dispose()
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err.decode()[-3000:]
+    assert b"store unavailable" in err
+    assert counts(pg_url) == (good, 0)

@@ -209,15 +209,15 @@ class KafkaCollector:
                 polled = self.consumer.poll(
                     timeout_ms=int(s.poll_timeout * 1000), max_records=limit
                 )
-                records = [m for msgs in polled.values() for m in msgs]
-                end_marks = self._end_marks(len(records) < limit)
+                records = sum(len(msgs) for msgs in polled.values())
+                end_marks = self._end_marks(records < limit)
                 if records or end_marks:
-                    self._store(records, end_marks)
+                    self._store(polled, end_marks)
                 now = time.monotonic()
                 if records:
                     last_data = now
                     if on_batch:
-                        on_batch(len(records))
+                        on_batch(records)
                 elif self.joined_at is None:
                     # still joining the group (a rebalance waits for dead members' sessions)
                     if now - started > max(
@@ -274,27 +274,29 @@ class KafkaCollector:
                                     now if at_end else None))  # fmt: skip
         return marks
 
-    def _store(self, messages: list[Any], end_marks: list[Checkpoint]) -> None:
+    def _store(self, polled: dict[Any, list[Any]], end_marks: list[Checkpoint]) -> None:
         """Store a polled batch with its offsets; retry while the store is down; then commit."""
-        from kafka.structs import TopicPartition
-
         name = self.source.name
         recs = []
         new_pos = dict(self.positions)
-        for m in messages:
-            headers = {}
-            for k, v in m.headers or []:
-                try:
-                    headers[k] = v.decode() if isinstance(v, bytes | bytearray) else str(v)
-                except UnicodeDecodeError:
-                    continue
-            ref = f"{m.topic}:{m.partition}:{m.offset}"
-            if m.value is None:
-                recs.append(RawRecord(b"", ref, headers=headers, error="empty message (no value)"))
-            else:
-                recs.append(RawRecord(bytes(m.value), ref, headers=headers))
-            tp = TopicPartition(m.topic, m.partition)
-            new_pos[tp] = m.offset + 1
+        for tp, messages in polled.items():
+            prefix = f"{tp.topic}:{tp.partition}:"
+            for m in messages:
+                headers = {}
+                for k, v in m.headers or ():
+                    try:
+                        headers[k] = v.decode() if isinstance(v, bytes | bytearray) else str(v)
+                    except UnicodeDecodeError:
+                        continue
+                ref = prefix + str(m.offset)
+                if m.value is None:
+                    recs.append(
+                        RawRecord(b"", ref, headers=headers, error="empty message (no value)")
+                    )
+                else:
+                    recs.append(RawRecord(bytes(m.value), ref, headers=headers))
+            if messages:
+                new_pos[tp] = messages[-1].offset + 1
         marks = {c.key: c for c in end_marks}
         cps = []
         for tp, off in new_pos.items():
