@@ -230,3 +230,18 @@ def test_events_after_as_of_and_before_the_window_are_ignored(sqlite_url: str) -
     r = run(sqlite_url, [e("A", "checkout", T0), late_payment, ancient, *background(3)])
     assert found(r, "A") == {("vanished", "payment", "checkout")}
     assert found(r, "Z") == set()
+
+
+def test_order_cut_off_by_the_window_start_is_not_an_orphan(sqlite_url: str) -> None:
+    lookback = CFG.pipeline.lookback
+    start = AS_OF - lookback
+    # checkout and payment fell out of the window an hour ago; the rest is inside
+    events = [
+        e("cut", "checkout", start - 2 * H), e("cut", "payment", start - 2 * H + M),
+        e("cut", "confirmation", start + M), e("cut", "fulfillment", start + H), e("cut", "shipping", start + 5 * H),
+        e("real", "shipping", start + 5 * 24 * H),  # well inside: a real orphan
+        *background(3, start + 24 * H),
+    ]  # fmt: skip
+    r = run(sqlite_url, events)
+    assert found(r, "cut") == set()
+    assert found(r, "real") == {("orphan", "checkout", "")}

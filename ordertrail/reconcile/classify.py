@@ -102,6 +102,7 @@ def classify(
     judge: dict[str, float],
     evidence: EvidenceProvider | None = None,
     last_activity: Mapping[str, float | None] | None = None,
+    window_start: int | None = None,
 ) -> Classification:
     """Classify every order of ``f``. ``judge[h]`` = min(as_of, watermark of h's sources).
 
@@ -267,7 +268,11 @@ def classify(
         j_entry = min(judge.get(h, asof) for h in config.entry_hops)
         with np.errstate(invalid="ignore"):
             orph = orphan & (first_at < j_entry)
-        note_pending(orphan & ~orph, first_at)
+            if window_start is not None:
+                # an order whose start fell out of the window just before it is not an orphan:
+                # within the longest path's time of the window start, say nothing about it
+                orph &= first_at > window_start + config.longest_path
+        note_pending(orphan & ~orph & (first_at >= j_entry), first_at)
         ix = np.flatnonzero(orph)
         first_hop = (
             np.nanargmin(np.where(np.isnan(any_first), np.inf, any_first), axis=1)

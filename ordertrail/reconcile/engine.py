@@ -155,7 +155,7 @@ def reconcile(
         last_activity = _last_activity_sql(store, config, lo, hi)
     if progress:
         progress("classify", 0, 1)
-    cls = classify(feats, config, as_of, judge, evidence, last_activity)
+    cls = classify(feats, config, as_of, judge, evidence, last_activity, window_start=lo)
     if progress:
         progress("classify", 1, 1)
     details = _with_last_events(store, cls.findings, lo, hi)

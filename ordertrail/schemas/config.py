@@ -179,6 +179,19 @@ class Config:
     def closing_hops(self) -> tuple[str, ...]:
         return tuple(h.name for h in self.hops if h.closes)
 
+    @property
+    def longest_path(self) -> int:
+        """The longest sum of ``within`` along any path of the hop graph (µs)."""
+        memo: dict[str, int] = {}
+
+        def longest_from(h: str) -> int:
+            if h not in memo:
+                hp = self.hop(h)
+                memo[h] = max((hp.within[b] + longest_from(b) for b in hp.next), default=0)
+            return memo[h]
+
+        return max((longest_from(h) for h in self.hop_names), default=0)
+
     def ancestors(self, name: str) -> set[str]:
         """Hops on some path leading to ``name`` (not ``name`` itself)."""
         parents: dict[str, set[str]] = {h.name: set() for h in self.hops}
