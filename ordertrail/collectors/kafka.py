@@ -306,11 +306,13 @@ class KafkaCollector:
             cps.append(Checkpoint(name, key, pos, c.watermark if c else None))
         cps.extend(marks.values())
         batch = RawBatch(recs, cps)
-        events, bad = map_batch(self.mapper, batch)
+        rows, bad = map_batch(self.mapper, batch)
         delay = 0.5
         while True:
             try:
-                res = self.store.write_batch(events, bad, batch.checkpoints, source_watermark=name)
+                res = self.store.write_batch(
+                    quarantined=bad, checkpoints=batch.checkpoints, source_watermark=name, rows=rows
+                )
                 break
             except StoreError as e:
                 if self.stop_event.is_set():

@@ -134,9 +134,9 @@ class OtlpCollector:
         batch = RawBatch(
             records, [Checkpoint(self.source.name, "", {"last_batch": len(records)}, now_us())]
         )
-        events, bad = map_batch(self.mapper, batch)
+        rows, bad = map_batch(self.mapper, batch)
         with self.lock:  # one writer at a time keeps SQLite happy and counts exact
-            res = self.store.write_batch(events, bad, batch.checkpoints)
+            res = self.store.write_batch(quarantined=bad, checkpoints=batch.checkpoints, rows=rows)
             record_write(self.report, batch, bad, res)
             self.ignored += ignored
             self.last_data = time.monotonic()

@@ -7,14 +7,16 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ordertrail.collectors.base import RawBatch, Source
 from ordertrail.collectors.file import FileSource
 from ordertrail.collectors.mapping import Mapper
 from ordertrail.errors import ConfigError
 from ordertrail.schemas.config import Config, SourceConfig
-from ordertrail.schemas.event import OrderEvent, QuarantineRecord
+from ordertrail.schemas.event import QuarantineRecord
 from ordertrail.store import Store, WriteResult
+from ordertrail.store.writer import now_us
 
 logger = logging.getLogger(__name__)
 
@@ -57,17 +59,21 @@ def reason_category(reason: str) -> str:
     return _DETAIL.sub("", reason).strip() or reason
 
 
-def map_batch(mapper: Mapper, batch: RawBatch) -> tuple[list[OrderEvent], list[QuarantineRecord]]:
-    events: list[OrderEvent] = []
+def map_batch(
+    mapper: Mapper, batch: RawBatch
+) -> tuple[list[tuple[Any, ...]], list[QuarantineRecord]]:
+    """Map a batch into ready ``events`` rows and quarantine records."""
+    rows: list[tuple[Any, ...]] = []
     bad: list[QuarantineRecord] = []
-    m = mapper.map
+    m = mapper.map_row
+    ts = now_us()
     for rec in batch.records:
-        out = m(rec)
-        if isinstance(out, OrderEvent):
-            events.append(out)
+        out = m(rec, ts)
+        if type(out) is tuple:
+            rows.append(out)
         else:
-            bad.append(out)
-    return events, bad
+            bad.append(out)  # type: ignore[arg-type]
+    return rows, bad
 
 
 def record_write(
@@ -88,8 +94,8 @@ def record_write(
 
 def store_batch(store: Store, mapper: Mapper, batch: RawBatch, report: IngestReport) -> WriteResult:
     """Map one batch and store it with its checkpoints in one transaction."""
-    events, bad = map_batch(mapper, batch)
-    res = store.write_batch(events, bad, batch.checkpoints)
+    rows, bad = map_batch(mapper, batch)
+    res = store.write_batch(quarantined=bad, checkpoints=batch.checkpoints, rows=rows)
     record_write(report, batch, bad, res)
     return res
 

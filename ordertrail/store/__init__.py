@@ -19,6 +19,7 @@ from ordertrail.store.writer import (
     WriteResult,
     insert_events,
     insert_quarantine,
+    insert_rows,
     refresh_source_watermark,
     upsert_checkpoints,
 )
@@ -61,6 +62,7 @@ class Store:
         quarantined: Sequence[QuarantineRecord] = (),
         checkpoints: Sequence[Checkpoint] = (),
         source_watermark: str | None = None,
+        rows: list[tuple[Any, ...]] | None = None,
     ) -> WriteResult:
         """Store events, quarantine rows and checkpoints in one transaction (all or nothing).
 
@@ -69,7 +71,7 @@ class Store:
         """
         try:
             with self.engine.begin() as conn:
-                stored = insert_events(conn, events)
+                stored = insert_events(conn, events) + (insert_rows(conn, rows) if rows else 0)
                 q = insert_quarantine(conn, quarantined)
                 upsert_checkpoints(conn, checkpoints)
                 if source_watermark:
@@ -79,7 +81,8 @@ class Store:
             raise StoreError(f"store write failed: {reason}") from e
         except SQLAlchemyError as e:
             raise StoreError(f"store write failed: {e}") from e
-        return WriteResult(stored=stored, redelivered=len(events) - stored, quarantined=q)
+        offered = len(events) + (len(rows) if rows else 0)
+        return WriteResult(stored=stored, redelivered=offered - stored, quarantined=q)
 
     # -- reads --------------------------------------------------------------------------------
     def checkpoints(self, source: str) -> dict[str, Checkpoint]:

@@ -143,7 +143,13 @@ def insert_events(
     if not events:
         return 0
     ts = ingested_at if ingested_at is not None else now_us()
-    rows = [event_row(e, ts) for e in events]
+    return insert_rows(conn, [event_row(e, ts) for e in events])
+
+
+def insert_rows(conn: Connection, rows: list[tuple[Any, ...]]) -> int:
+    """Insert ready rows (EVENT_COLUMNS order), ignoring ones already stored."""
+    if not rows:
+        return 0
     if conn.dialect.name == "postgresql":
         return _insert_events_postgresql(conn, rows)
     return _insert_events_sqlite(conn, rows)
