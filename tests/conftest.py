@@ -12,6 +12,7 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -63,25 +64,37 @@ timestamp = "at"
 """
 
 
+def start_service(
+    script: str, what: str, problems: list[str], timeout: int, env: dict[str, str] | None = None
+) -> str | None:
+    """Run ``scripts/<script> start``; its last output line is the address. None on failure."""
+    try:
+        out = subprocess.run(
+            [str(ROOT / "scripts" / script), "start"],
+            check=True, capture_output=True, text=True, timeout=timeout, env=env,
+        )  # fmt: skip
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as e:
+        err = getattr(e, "stderr", "") or str(e)
+        problems.append(f"cannot start {what}: {str(err).strip()[-1500:]}")
+        return None
+    return out.stdout.strip().splitlines()[-1]
+
+
+def require_service(value: Any, problems: list[str], what: str) -> Any:
+    """The service, or a failure under CI=true, or a skip on a developer's machine."""
+    if value:
+        return value
+    msg = problems[0] if problems else f"no {what}"
+    if IN_CI:
+        pytest.fail(f"CI=true and {what} is required: {msg}")
+    pytest.skip(f"{what} not available: {msg}")
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[str | None]:
-    url = os.environ.get("ORDERTRAIL_TEST_PG_URL")
-    started = False
-    if not url:
-        try:
-            out = subprocess.run(
-                [str(ROOT / "scripts" / "postgres.sh"), "start"],
-                check=True,
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
-            url = out.stdout.strip().splitlines()[-1]
-            started = True
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as e:
-            err = getattr(e, "stderr", "") or str(e)
-            _pg_problem.append(f"cannot start PostgreSQL: {err.strip()}")
-            url = None
+    url = os.environ.get("ORDERTRAIL_TEST_PG_URL") or start_service(
+        "postgres.sh", "PostgreSQL", _pg_problem, 120
+    )
     if url:
         try:
             eng = create_engine(url)
@@ -91,24 +104,13 @@ def pg_server() -> Iterator[str | None]:
         except Exception as e:
             _pg_problem.append(f"cannot reach PostgreSQL at {url}: {e}")
             url = None
-    yield url
-    if started and os.environ.get("ORDERTRAIL_TEST_PG_KEEP") != "1":
-        pass  # the cluster is shared with later runs; scripts/postgres.sh stop ends it
-
-
-def _require_pg(url: str | None) -> str:
-    if url:
-        return url
-    msg = _pg_problem[0] if _pg_problem else "no PostgreSQL"
-    if IN_CI:
-        pytest.fail(f"CI=true and PostgreSQL is required: {msg}")
-    pytest.skip(f"PostgreSQL not available: {msg}")
+    yield url  # the cluster is shared with later runs; scripts/postgres.sh stop ends it
 
 
 @pytest.fixture
 def pg_url(pg_server: str | None) -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test."""
-    base = _require_pg(pg_server)
+    base = str(require_service(pg_server, _pg_problem, "PostgreSQL"))
     name = f"ot_{uuid.uuid4().hex[:12]}"
     admin = create_engine(base, isolation_level="AUTOCOMMIT")
     with admin.connect() as c:
@@ -170,20 +172,8 @@ def kafka_broker() -> Iterator[dict[str, object]]:
     env = {**os.environ, "KAFKA_PORT": KAFKA_TEST_PORT}
     info: dict[str, object] = {"bootstrap": external, "managed": False, "env": env}
     if not external:
-        try:
-            out = subprocess.run(
-                [str(ROOT / "scripts" / "kafka.sh"), "start"],
-                check=True,
-                capture_output=True,
-                text=True,
-                timeout=600,
-                env=env,
-            )
-            info["bootstrap"] = out.stdout.strip().splitlines()[-1]
-            info["managed"] = True
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as e:
-            err = getattr(e, "stderr", "") or str(e)
-            _kafka_problem.append(f"cannot start Kafka: {str(err).strip()[-1500:]}")
+        info["bootstrap"] = start_service("kafka.sh", "Kafka", _kafka_problem, 600, env)
+        info["managed"] = info["bootstrap"] is not None
     yield info
     if info["managed"]:
         subprocess.run(
@@ -193,9 +183,5 @@ def kafka_broker() -> Iterator[dict[str, object]]:
 
 @pytest.fixture
 def kafka(kafka_broker: dict[str, object]) -> dict[str, object]:
-    if not kafka_broker["bootstrap"]:
-        msg = _kafka_problem[0] if _kafka_problem else "no Kafka broker"
-        if IN_CI:
-            pytest.fail(f"CI=true and Kafka is required: {msg}")
-        pytest.skip(f"Kafka not available: {msg}")
+    require_service(kafka_broker["bootstrap"], _kafka_problem, "Kafka")
     return kafka_broker

@@ -92,6 +92,15 @@ def counts(url: str) -> tuple[int, int]:
         return 0, 0
 
 
+def wait_for_events(url: str, n: int, seconds: float = 90, proc: Any = None) -> None:
+    """Until the store holds n events (or time runs out, or ``proc`` has exited)."""
+    deadline = time.monotonic() + seconds
+    while (
+        time.monotonic() < deadline and (proc is None or proc.poll() is None) and counts(url)[0] < n
+    ):
+        time.sleep(0.01)
+
+
 def collect_cmd(cfg: Path, url: str, idle: float = 8) -> list[str]:
     return [sys.executable, "-m", "ordertrail", "--config", str(cfg), "--db", url, "collect", "payments",
             "--idle-timeout", str(idle), "--format", "json"]  # fmt: skip
@@ -143,9 +152,7 @@ def test_sigkill_at_random_points_loses_and_doubles_nothing(
             collect_cmd(cfg, store_url), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
         target = min(good - 1, target + rng.randint(3000, 9000))
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and p.poll() is None and counts(store_url)[0] < target:
-            time.sleep(0.01)
+        wait_for_events(store_url, target, proc=p)
         if p.poll() is None:
             time.sleep(rng.random() * 0.3)  # somewhere inside a batch
             os.kill(p.pid, signal.SIGKILL)
@@ -176,9 +183,7 @@ def test_two_collectors_one_killed(kafka: dict[str, Any], tmp_path: Path, sqlite
     b = subprocess.Popen(
         collect_cmd(cfg, sqlite_url, idle=25), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and counts(sqlite_url)[0] < n // 3:
-        time.sleep(0.02)
+    wait_for_events(sqlite_url, n // 3)
     os.kill(b.pid, signal.SIGKILL)
     b.wait()
     _, err = a.communicate(timeout=240)
@@ -199,9 +204,7 @@ def test_broker_restart_mid_consumption(
     p = subprocess.Popen(
         collect_cmd(cfg, sqlite_url, idle=40), stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and counts(sqlite_url)[0] < n // 4:
-        time.sleep(0.02)
+    wait_for_events(sqlite_url, n // 4)
     env: dict[str, str] = kafka["env"]  # type: ignore[assignment]
     subprocess.run([str(ROOT / "scripts" / "kafka.sh"), "restart"], check=True, env=env, timeout=300,
                    capture_output=True)  # fmt: skip
@@ -220,9 +223,7 @@ def test_sigterm_finishes_the_batch_and_exits_0(
     p = subprocess.Popen(
         collect_cmd(cfg, sqlite_url, idle=60), stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and counts(sqlite_url)[0] < 2000:
-        time.sleep(0.02)
+    wait_for_events(sqlite_url, 2000, 60)
     p.send_signal(signal.SIGTERM)
     out, err = p.communicate(timeout=60)
     assert p.returncode == 0, err
@@ -281,9 +282,7 @@ def test_store_outage_mid_consumption(kafka: dict[str, Any], tmp_path: Path, pg_
     p = subprocess.Popen(
         collect_cmd(cfg, pg_url, idle=20), stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and counts(pg_url)[0] < 5000:
-        time.sleep(0.02)
+    wait_for_events(pg_url, 5000)
     with admin.connect() as c:
         c.execute(text(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS false'))
         c.execute(

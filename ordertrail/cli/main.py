@@ -377,30 +377,48 @@ def emit(result: Any, fmt: str, output: str | None, cfg: Any) -> None:
     if fmt == "table" and not output:
         print_reconcile(result, cfg)
         return
-    import io
-
-    buf = io.StringIO()
     if fmt == "json":
         import orjson
 
-        buf.write(orjson.dumps(result.as_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
+        text_ = orjson.dumps(result.as_dict(), option=orjson.OPT_INDENT_2).decode() + "\n"
     elif fmt == "csv":
-        import csv
-
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(FINDING_COLUMNS)
-        for f in result.findings:
-            w.writerow(["" if f[c] is None else f[c] for c in FINDING_COLUMNS])
+        text_ = findings_csv(result.findings)
     else:
-        from rich.console import Console
+        console, buf = text_console()
+        print_reconcile(result, cfg, console=console)
+        text_ = buf.getvalue()
+    write_output(text_, output)
 
-        c = Console(file=buf, width=100, no_color=True, color_system=None)
-        print_reconcile(result, cfg, console=c)
+
+def findings_csv(rows: list[dict[str, Any]]) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(FINDING_COLUMNS)
+    for f in rows:
+        w.writerow(["" if f[c] is None else f[c] for c in FINDING_COLUMNS])
+    return buf.getvalue()
+
+
+def text_console() -> tuple[Any, Any]:
+    """A plain 100-column console writing into a buffer (for --output)."""
+    import io
+
+    from rich.console import Console
+
+    buf = io.StringIO()
+    return Console(file=buf, width=100, no_color=True, color_system=None), buf
+
+
+def write_output(text_: str, output: str | None) -> None:
+    """To --output (with a note on stderr) or to stdout."""
     if output:
-        Path(output).write_text(buf.getvalue(), encoding="utf-8")
+        Path(output).write_text(text_, encoding="utf-8")
         click.echo(f"wrote {output}", err=True)
     else:
-        click.echo(buf.getvalue(), nl=False)
+        click.echo(text_, nl=False)
 
 
 SEVERITY = [
@@ -525,28 +543,12 @@ def findings(
 
         text_ = orjson.dumps({"findings": rows}, option=orjson.OPT_INDENT_2).decode() + "\n"
     elif fmt == "csv":
-        import csv
-        import io
-
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(FINDING_COLUMNS)
-        for f in rows:
-            w.writerow(["" if f[c] is None else f[c] for c in FINDING_COLUMNS])
-        text_ = buf.getvalue()
+        text_ = findings_csv(rows)
     else:
         if not rows:
             click.echo("No findings match.")
             return
-        if output:
-            import io
-
-            from rich.console import Console
-
-            buf2 = io.StringIO()
-            console = Console(file=buf2, width=100, no_color=True, color_system=None)
-        else:
-            console = stdout_console()
+        console, buf = text_console() if output else (stdout_console(), None)
         console.print(
             table(
                 f"Findings ({len(rows):,})",
@@ -564,14 +566,10 @@ def findings(
                 ],
             )
         )
-        if not output:
+        if buf is None:
             return
-        text_ = buf2.getvalue()
-    if output:
-        Path(output).write_text(text_, encoding="utf-8")
-        click.echo(f"wrote {output}", err=True)
-    else:
-        click.echo(text_, nl=False)
+        text_ = buf.getvalue()
+    write_output(text_, output)
 
 
 # -- support: trace, search, report ---------------------------------------------------------

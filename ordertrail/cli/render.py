@@ -6,7 +6,7 @@ import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 import orjson
@@ -33,7 +33,7 @@ def stdout_console() -> Console:
     if term:
         return Console(highlight=False)
     return Console(
-        file=click_stdout(),
+        file=sys.stdout,
         width=PIPE_WIDTH,
         no_color=True,
         color_system=None,
@@ -41,10 +41,6 @@ def stdout_console() -> Console:
         force_terminal=False,
         soft_wrap=False,
     )
-
-
-def click_stdout() -> Any:
-    return sys.stdout
 
 
 def stderr_console() -> Console:
@@ -118,7 +114,3 @@ def print_json(obj: Any) -> None:
     import click
 
     click.echo(orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode())
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)

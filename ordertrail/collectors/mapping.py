@@ -12,7 +12,7 @@ from ordertrail.collectors.base import RawRecord
 from ordertrail.collectors.timestamps import TimestampError, parse_timestamp, zone
 from ordertrail.schemas.config import SourceConfig
 from ordertrail.schemas.event import PHASES, OrderEvent, QuarantineRecord, derive_event_id
-from ordertrail.store.writer import order_bucket
+from ordertrail.store.writer import make_row
 
 _MISSING = object()
 
@@ -130,11 +130,8 @@ class Mapper:
         if isinstance(f, QuarantineRecord):
             return f
         event_id, order_id, hop, phase, occurred, trace_id, span_id, attrs = f
-        return (
-            event_id, self.name, order_id, order_bucket(order_id), hop, phase, occurred,
-            rec.source_ref, trace_id, span_id, orjson.dumps(attrs).decode() if attrs else "{}",
-            ingested_at,
-        )  # fmt: skip
+        return make_row(event_id, self.name, order_id, hop, phase, occurred, rec.source_ref,
+                        trace_id, span_id, attrs, ingested_at)  # fmt: skip
 
     def _fields(self, rec: RawRecord) -> tuple[Any, ...] | QuarantineRecord:
         if rec.error:

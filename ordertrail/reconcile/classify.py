@@ -47,7 +47,6 @@ class Classification:
     state: npt.NDArray[np.object_]  # per order: complete | in_flight | closed | finding
     next_due: F  # per order: earliest pending deadline (NaN if none)
     waiting: dict[str, int] = field(default_factory=dict)  # hop -> orders waiting on watermark
-    stalled_since: dict[str, float] = field(default_factory=dict)  # hop -> last activity
     last_activity: Mapping[str, float | None] = field(default_factory=dict)  # hop -> last event
 
 
@@ -139,7 +138,6 @@ def classify(
     pending = np.zeros(n, dtype=bool)
     next_due = np.full(n, np.nan)
     waiting: dict[str, int] = {}
-    stalled_since: dict[str, float] = {}
     if last_activity is None:
         last_activity = {}
         for h in names:
@@ -207,8 +205,6 @@ def classify(
                 f"{a} at {ts(ta[k])}; {b} was due by {ts(deadline[k])}, {dur(asof - deadline[k])} "
                 f"overdue; {b} has passed no later order since{seen}" for k in sta
             ])  # fmt: skip
-            prev = stalled_since.get(b, np.inf)
-            stalled_since[b] = float(min(prev, np.min(deadline[sta])))
 
     # -- promises: confirmed_unfulfilled -------------------------------------------------
     for hp in config.hops:
@@ -368,6 +364,5 @@ def classify(
         state=state,
         next_due=next_due,
         waiting=waiting,
-        stalled_since=stalled_since,
         last_activity=last_activity,
     )

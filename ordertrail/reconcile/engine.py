@@ -21,7 +21,7 @@ from ordertrail.errors import ConfigError
 from ordertrail.reconcile import runs
 from ordertrail.reconcile.classify import INFORMATIONAL, KINDS, Classification, classify, dur, ts
 from ordertrail.reconcile.evidence import EdgeProgress
-from ordertrail.reconcile.features import COMPLETED, FAILED, Features, compute_features
+from ordertrail.reconcile.features import Features, compute_features
 from ordertrail.reconcile.load import (
     Part,
     bucket_filter,
@@ -120,8 +120,8 @@ def reconcile(
     watermarks = store.watermarks()
     judge = judge_times(config, as_of, watermarks)
     engine = store.engine
+    max_seq = store.max_ingest_seq()
     with engine.connect() as conn:
-        max_seq = int(conn.execute(select(func.max(tables.events.c.ingest_seq))).scalar_one() or 0)
         prev = runs.last_run(conn, shard_label)
     mode = "full"
     affected: list[str] | None = None
@@ -133,7 +133,7 @@ def reconcile(
             logger.info("no comparable earlier run: running in full")
 
     if affected is None:
-        feats, n_events = _load_features(store, config, lo, hi, shard, workers, progress)
+        feats, n_events = _load_features(store, config, lo, hi, shard, workers, progress, max_seq)
     else:
         with engine.connect() as conn:
             df = load_events(conn, config, lo, hi, orders=affected)
@@ -142,7 +142,7 @@ def reconcile(
     full_view = affected is None and shard is None
     if full_view:
         evidence = None
-        last_activity = _last_activity_from(feats, config)
+        last_activity = None  # classify takes both from the features, which hold every order
     else:
         cache: dict[tuple[str, str], EdgeProgress] = {}
 
@@ -180,7 +180,7 @@ def reconcile(
             conn, run_id, bucket_filter(shard, None, col="order_bucket") or None, affected, pending
         )
         out = runs.read_findings(conn, run_id, in_scope if shard is not None else None)
-        incidents = _incidents(config, out, cls, watermarks, as_of, last_activity)
+        incidents = _incidents(config, out, cls, watermarks, as_of)
         runs.write_incidents(conn, run_id, incidents)
         active = out[out["status"] != "resolved"]
         summary = {k: int(v) for k, v in active["kind"].value_counts().items()}
@@ -215,7 +215,7 @@ def reconcile(
 
 def _load_features(
     store: Store, config: Config, lo: int, hi: int, shard: Part | None, workers: int | None,
-    progress: Progress | None,
+    progress: Progress | None, stored: int,
 ) -> tuple[Features, int]:  # fmt: skip
     with store.engine.connect() as conn:
         q = (
@@ -224,7 +224,6 @@ def _load_features(
             .where(tables.events.c.occurred_at > lo, tables.events.c.occurred_at <= hi)
         )
         total = int(conn.execute(q).scalar_one())
-        stored = int(conn.execute(select(func.max(tables.events.c.ingest_seq))).scalar_one() or 0)
     scan = total * 3 > stored  # the window holds most events: scan rather than use the index
     if shard:
         total = total // shard[1] + 1
@@ -266,14 +265,6 @@ def _load_features(
     return Features.concat(parts, config), n_events
 
 
-def _last_activity_from(f: Features, config: Config) -> dict[str, float]:
-    out = {}
-    for i, h in enumerate(config.hop_names):
-        col = np.fmax(f.last[:, i, COMPLETED], f.last[:, i, FAILED]) if len(f) else np.array([])
-        out[h] = float(np.nanmax(col)) if len(col) and not np.all(np.isnan(col)) else float("nan")
-    return out
-
-
 def _last_activity_sql(store: Store, config: Config, lo: int, hi: int) -> dict[str, float]:
     sql = text(
         "SELECT hop, MAX(occurred_at) FROM events WHERE occurred_at > :lo AND occurred_at <= :hi "
@@ -290,7 +281,6 @@ def _affected_orders(
     """Orders whose result can differ from the previous run's."""
     prev_hi = prev["as_of"]
     prev_lo = prev_hi - (hi - lo)
-    e = tables.events.c
     cond = bucket_filter(shard, None, col="order_bucket")
     extra = f" AND {cond}" if cond else ""
     sql = text(
@@ -298,7 +288,6 @@ def _affected_orders(
         f"UNION SELECT order_id FROM events WHERE occurred_at > :plo AND occurred_at <= :lo{extra} "
         f"UNION SELECT order_id FROM events WHERE occurred_at > :phi AND occurred_at <= :hi{extra}"
     )
-    del e
     with store.engine.connect() as conn:
         got = {
             r[0]
@@ -351,14 +340,15 @@ def _with_last_events(store: Store, findings: pd.DataFrame, lo: int, hi: int) ->
 
 def _incidents(
     config: Config, findings: pd.DataFrame, cls: Classification, watermarks: dict[str, int | None],
-    as_of: int, last_activity: dict[str, float],
+    as_of: int,
 ) -> list[dict[str, Any]]:  # fmt: skip
     out: list[dict[str, Any]] = []
     active = findings[findings["status"] != "resolved"]
     stalled = active[active["kind"] == "stalled"]
     for hop, grp in stalled.groupby("hop", sort=True):
         oldest = int(grp["since"].min())
-        last = last_activity.get(str(hop), float("nan"))
+        last = cls.last_activity.get(str(hop))
+        last = float("nan") if last is None else last
         since = int(last) if not np.isnan(last) and last < oldest else oldest
         seen = (
             f"last {hop} event {ts(last)}"

@@ -61,18 +61,10 @@ def funnel_svg(rep: Report) -> str:
 def latency_svg(rep: Report) -> str:
     edges = rep.edges
     width, group_h, left = 900, 54, 210
-    vals = [
-        e["latency_seconds"][p]
-        for e in edges
-        for p in ("p50", "p95", "p99")
-        if e["latency_seconds"][p]
-    ]
-    top = max(vals + [e["within_seconds"] for e in edges] + [1.0])
     h = len(edges) * group_h + 30
     parts = [
         f'<svg class="chart" data-chart="latency" role="img" aria-label="latency per edge" width="{width}" height="{h}" viewBox="0 0 {width} {h}">'
     ]
-    del top
     for i, e in enumerate(edges):
         # each edge on its own scale, up to its time limit or its p99: minutes and days side by side
         scale = (width - left - 130) / max(

@@ -113,23 +113,21 @@ def closest_ids(store: Store, order_id: str, n: int = 5) -> list[str]:
     )
 
 
-def _evidence(store: Store, lo: int, hi: int, ta: float, deadline: float) -> Any:
+def _evidence(
+    store: Store, a: str, b: str, lo: int, hi: int, ta: float, deadline: float
+) -> EdgeProgress:
     """EdgeProgress limited to the orders that matter for one order: reached a after it."""
-
-    def provider(a: str, b: str) -> EdgeProgress:
-        sql = text(
-            "SELECT ea.occurred_at, eb.occurred_at FROM events eb "
-            "JOIN events ea ON ea.order_id = eb.order_id AND ea.hop = :a AND ea.phase = 'completed' "
-            "WHERE eb.hop = :b AND eb.phase IN ('completed', 'failed') AND eb.occurred_at > :d "
-            "AND eb.occurred_at <= :hi AND ea.occurred_at > :x AND ea.occurred_at > :lo LIMIT :lim"
-        )
-        with store.engine.connect() as conn:
-            rows = conn.execute(sql, {"a": a, "b": b, "d": int(deadline), "hi": hi, "x": int(ta), "lo": lo,
-                                      "lim": EVIDENCE_LIMIT}).fetchall()  # fmt: skip
-        arr = np.array(rows, dtype=float).reshape(-1, 2)
-        return EdgeProgress(arr[:, 0], arr[:, 1])
-
-    return provider
+    sql = text(
+        "SELECT ea.occurred_at, eb.occurred_at FROM events eb "
+        "JOIN events ea ON ea.order_id = eb.order_id AND ea.hop = :a AND ea.phase = 'completed' "
+        "WHERE eb.hop = :b AND eb.phase IN ('completed', 'failed') AND eb.occurred_at > :d "
+        "AND eb.occurred_at <= :hi AND ea.occurred_at > :x AND ea.occurred_at > :lo LIMIT :lim"
+    )
+    with store.engine.connect() as conn:
+        rows = conn.execute(sql, {"a": a, "b": b, "d": int(deadline), "hi": hi, "x": int(ta), "lo": lo,
+                                  "lim": EVIDENCE_LIMIT}).fetchall()  # fmt: skip
+    arr = np.array(rows, dtype=float).reshape(-1, 2)
+    return EdgeProgress(arr[:, 0], arr[:, 1])
 
 
 def build_trail(
@@ -177,7 +175,7 @@ def build_trail(
             w = config.hop(a).within.get(b, 0)
             if ta is None:
                 return EdgeProgress(np.array([]), np.array([]))
-            return _evidence(store, lo, as_of, ta, ta + w)(a, b)
+            return _evidence(store, a, b, lo, as_of, ta, ta + w)
 
         cls = classify(
             feats,

@@ -73,21 +73,21 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
-def event_row(e: OrderEvent, ingested_at: int) -> tuple[Any, ...]:
+def make_row(
+    event_id: str, source: str, order_id: str, hop: str, phase: str, occurred_at: int,
+    source_ref: str, trace_id: str | None, span_id: str | None, attributes: dict[str, Any],
+    ingested_at: int,
+) -> tuple[Any, ...]:  # fmt: skip
+    """One ``events`` row in EVENT_COLUMNS order: the single place that lays a row out."""
     return (
-        e.event_id,
-        e.source,
-        e.order_id,
-        order_bucket(e.order_id),
-        e.hop,
-        e.phase,
-        e.occurred_at,
-        e.source_ref,
-        e.trace_id,
-        e.span_id,
-        orjson.dumps(e.attributes).decode() if e.attributes else "{}",
-        ingested_at,
-    )
+        event_id, source, order_id, order_bucket(order_id), hop, phase, occurred_at, source_ref,
+        trace_id, span_id, orjson.dumps(attributes).decode() if attributes else "{}", ingested_at,
+    )  # fmt: skip
+
+
+def event_row(e: OrderEvent, ingested_at: int) -> tuple[Any, ...]:
+    return make_row(e.event_id, e.source, e.order_id, e.hop, e.phase, e.occurred_at, e.source_ref,
+                    e.trace_id, e.span_id, e.attributes, ingested_at)  # fmt: skip
 
 
 def _insert_events_sqlite(conn: Connection, rows: list[tuple[Any, ...]]) -> int:
