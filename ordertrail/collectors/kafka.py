@@ -77,6 +77,7 @@ class KafkaCollector:
         self.consumer: Any = None
         self.positions: dict[Any, int] = {}  # TopicPartition -> next offset stored
         self.joined_at: float | None = None  # when the group last gave us our partitions
+        self.joining_since = time.monotonic()  # when the current (re)join began
         self._ends_checked = 0.0
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -153,6 +154,10 @@ class KafkaCollector:
                 # kafka-python runs this callback on its IO thread, where commit would block.)
                 for tp in revoked:
                     collector.positions.pop(tp, None)
+                # a rebalance is under way: it can wait up to max.poll.interval.ms for a dead
+                # member, and that wait is not idleness
+                collector.joined_at = None
+                collector.joining_since = time.monotonic()
 
             def on_partitions_assigned(self, assigned: Any) -> None:
                 collector.joined_at = time.monotonic()
@@ -198,7 +203,7 @@ class KafkaCollector:
             self.consumer.subscribe(pattern=s.topic_pattern, listener=self._listener())
         else:
             self.consumer.subscribe(topics=list(s.topics), listener=self._listener())
-        last_data = started = time.monotonic()
+        last_data = self.joining_since = time.monotonic()
         try:
             while not self.stop_event.is_set():
                 limit = s.batch_size
@@ -219,13 +224,13 @@ class KafkaCollector:
                     if on_batch:
                         on_batch(records)
                 elif self.joined_at is None:
-                    # still joining the group (a rebalance waits for dead members' sessions)
-                    if now - started > max(
-                        self.options.connect_timeout, 2 * self._session_timeout()
-                    ):
+                    # (re)joining the group: a rebalance waits for dead members' sessions, or
+                    # for their max.poll.interval.ms
+                    waited = now - self.joining_since
+                    if waited > self._join_limit():
                         raise SourceError(
                             f"source {s.name}: no partitions assigned by group {s.group_id} "
-                            f"after {now - started:.0f}s"
+                            f"after {waited:.0f}s"
                         )
                 elif (
                     self.options.idle_timeout is not None
@@ -239,8 +244,13 @@ class KafkaCollector:
         self.report.seconds = time.perf_counter() - t0
         return self.report
 
-    def _session_timeout(self) -> float:
-        return float(self.source.options.get("session_timeout_ms", 45_000)) / 1000
+    def _join_limit(self) -> float:
+        """How long a (re)join may take before we give up: the broker can wait for a dead member's
+        session, and during a rebalance for its max.poll.interval.ms."""
+        opts = self.source.options
+        session = float(opts.get("session_timeout_ms", 45_000)) / 1000
+        poll_interval = float(opts.get("max_poll_interval_ms", 300_000)) / 1000
+        return max(self.options.connect_timeout, 2 * session, poll_interval + session)
 
     def _end_marks(self, maybe_at_end: bool) -> list[Checkpoint]:
         """Every assigned partition's position and end offset (for lag); a partition whose end
