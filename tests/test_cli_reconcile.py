@@ -31,7 +31,11 @@ def test_reconcile_json_shape_and_fail_on(demo: Path) -> None:
     assert out["run"]["as_of"] == "2026-03-01T00:00:00Z"
     assert out["summary"]["vanished"] > 0
     f = out["findings"][0]
-    assert set(f) == {"order_id", "kind", "hop", "from_hop", "since", "detail", "status"}
+    assert set(f) == {
+        "order_id", "kind", "hop", "from_hop", "since", "detail", "status", "objects", "field",
+        "evidence",
+    }  # fmt: skip
+    assert isinstance(f["objects"], list) and isinstance(f["evidence"], dict)
     i = out["incidents"][0]
     assert set(i) == {"kind", "hop", "since", "orders", "detail"}
     assert out["findings"] == sorted(

@@ -1,43 +1,34 @@
-"""The reconciliation run: load the window in hash-partitioned chunks (spread over processes),
-reduce each to per-order features, classify all orders at once, record the run."""
+"""The reconciliation run: load the window, build the per-order state (orders resolved through
+objects and links), run the rules, record the run, its findings and incidents."""
 
 from __future__ import annotations
 
 import logging
-import math
-import multiprocessing as mp
-import os
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import func, select, text
 
 from ordertrail.errors import ConfigError
 from ordertrail.reconcile import runs
-from ordertrail.reconcile.classify import INFORMATIONAL, KINDS, Classification, classify, dur, ts
-from ordertrail.reconcile.evidence import EdgeProgress
-from ordertrail.reconcile.features import Features, compute_features
-from ordertrail.reconcile.load import (
-    Part,
-    bucket_filter,
-    edge_points,
-    fill_orders_table,
-    in_part,
-    load_events,
-)
+from ordertrail.reconcile.backend import Loaded, SqlBackend, state_of
+from ordertrail.reconcile.classify import Classification, classify, last_activity
+from ordertrail.reconcile.plan import Plan, compile_plan
+from ordertrail.reconcile.render import render_detail, when
+from ordertrail.reconcile.rules import KINDS, Context, iso
+from ordertrail.reconcile.state import State, first_values, value_map
 from ordertrail.schemas.config import Config
+from ordertrail.schemas.durations import format_duration
 from ordertrail.schemas.event import us_to_iso
-from ordertrail.store import Store, tables
+from ordertrail.store import Store
 from ordertrail.store.writer import order_bucket
 
 logger = logging.getLogger(__name__)
 
-EVENTS_PER_CHUNK = 1_500_000
+Part = tuple[int, int]  # (i, n): the i-th of n parts
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
@@ -61,20 +52,7 @@ class RunResult:
         }
 
     def active(self) -> list[dict[str, Any]]:
-        return [f for f in self.findings if f["status"] != "resolved"]
-
-
-def _chunk_features(
-    url: str, config: Config, lo: int, hi: int, shard: Part | None, chunk: Part | None, scan: bool
-) -> tuple[Features, int]:
-    """Worker: one chunk of orders -> features (runs in a child process for big windows)."""
-    store = Store(url, create=False)
-    try:
-        with store.engine.connect() as conn:
-            df = load_events(conn, config, lo, hi, shard=shard, chunk=chunk, scan=scan)
-    finally:
-        store.close()
-    return compute_features(df, config), len(df)
+        return [f for f in self.findings if f["status"] in runs.ACTIVE]
 
 
 def judge_times(config: Config, as_of: int, watermarks: dict[str, int | None]) -> dict[str, float]:
@@ -101,6 +79,68 @@ def parse_shard(text_: str | None) -> Part | None:
     return (i, n)
 
 
+def in_part(bucket: int, shard: Part | None) -> bool:
+    return shard is None or shard[1] <= 1 or bucket % shard[1] == shard[0]
+
+
+def evaluate(
+    plan: Plan,
+    loaded: Loaded,
+    as_of: int,
+    judge: dict[str, float],
+    *,
+    window_start: int | None,
+    chosen: list[str] | None = None,
+    backend: SqlBackend | None = None,
+    progress: Any = None,
+    last: dict[str, float | None] | None = None,
+) -> tuple[State, Classification]:
+    """Build the state and run every rule: the one engine, for a window or chosen orders."""
+    st = state_of(plan, loaded, chosen)
+    ctx = Context(
+        st,
+        as_of,
+        {plan.hx[h]: v for h, v in judge.items() if h in plan.hx},
+        window_start=window_start,
+        progress=progress,
+        event_keys=backend.event_keys if backend else None,
+        started_before=(
+            (lambda ids: backend.started_before(ids, window_start))
+            if backend is not None and window_start is not None
+            else None
+        ),
+    )
+    ctx.last_activity = last if last is not None else last_activity(ctx)
+    uniq = {k: value_map(v) for k, v in loaded.unique_values.items()}
+    checks = [
+        first_values(st, av, [plan.hx[h] for h in chk.hops])
+        for chk, av in zip(plan.config.checks, loaded.check_values, strict=True)
+    ]
+    return st, classify(ctx, unique_values=uniq, check_values=checks)
+
+
+def finish_findings(findings: pd.DataFrame, st: State, backend: SqlBackend | None) -> pd.DataFrame:
+    """Evidence of the order's last event, then the detail rendered from the evidence."""
+    if findings.empty:
+        return findings.assign(detail=pd.Series(dtype=object))
+    o = findings["o"].to_numpy(dtype=np.int64)
+    seqs = [int(st.last_seq[i]) for i in o if i >= 0 and st.last_seq[i] >= 0]
+    details = backend.event_details(seqs) if backend and seqs else {}
+    evs = []
+    for i, ev in zip(o, findings["evidence"], strict=True):
+        ev = dict(ev)
+        d = details.get(int(st.last_seq[i])) if i >= 0 else None
+        if d:
+            ev["last_event"] = {**d, "at": us_to_iso(d["at"])}
+        evs.append(ev)
+    findings = findings.assign(evidence=evs)
+    findings["detail"] = [
+        render_detail(r.kind, r.hop, r.from_hop or None, r.field or None, r.objects, r.evidence)
+        for r in findings.itertuples(index=False)
+    ]
+    return findings
+
+
 def reconcile(
     store: Store,
     config: Config,
@@ -111,82 +151,94 @@ def reconcile(
     shard: Part | None = None,
     progress: Progress | None = None,
 ) -> RunResult:
-    """Reconcile the orders in the lookback window ending at ``as_of`` (µs; default now)."""
+    """Reconcile the orders in the lookback window ending at ``as_of`` (µs; default now).
+
+    ``incremental`` records the run as incremental when an earlier comparable run exists; the
+    window is evaluated whole (so the result is the full run's), and only the orders of
+    ``shard`` are reported when it is given. ``workers`` is accepted for compatibility.
+    """
     t_start = time.perf_counter()
     as_of = as_of if as_of is not None else time.time_ns() // 1000
     hi = as_of
     lo = as_of - config.pipeline.lookback
     shard_label = f"{shard[0]}/{shard[1]}" if shard else ""
+    plan = compile_plan(config)
     watermarks = store.watermarks()
     judge = judge_times(config, as_of, watermarks)
-    engine = store.engine
+    backend = SqlBackend(store)
     max_seq = store.max_ingest_seq()
-    with engine.connect() as conn:
+    with store.engine.connect() as conn:
         prev = runs.last_run(conn, shard_label)
     mode = "full"
-    affected: list[str] | None = None
     if incremental:
         if prev and prev["config_hash"] == config.fingerprint and prev["as_of"] <= as_of:
             mode = "incremental"
-            affected = _affected_orders(store, prev, lo, hi, shard)
         else:
             logger.info("no comparable earlier run: running in full")
-
-    if affected is None:
-        feats, n_events = _load_features(store, config, lo, hi, shard, workers, progress, max_seq)
-    else:
-        with engine.connect() as conn:
-            df = load_events(conn, config, lo, hi, orders=affected)
-        feats, n_events = compute_features(df, config), len(df)
-
-    full_view = affected is None and shard is None
-    if full_view:
-        evidence = None
-        last_activity = None  # classify takes both from the features, which hold every order
-    else:
-        cache: dict[tuple[str, str], EdgeProgress] = {}
-
-        def evidence(a: str, b: str) -> EdgeProgress:
-            if (a, b) not in cache:
-                with engine.connect() as conn:
-                    cache[(a, b)] = EdgeProgress(*edge_points(conn, a, b, lo, hi))
-            return cache[(a, b)]
-
-        last_activity = _last_activity_sql(store, config, lo, hi)
     if progress:
-        progress("classify", 0, 1)
-    cls = classify(feats, config, as_of, judge, evidence, last_activity, window_start=lo)
+        progress("load", 0, 3)
+    loaded = backend.load(plan, lo, hi)
     if progress:
-        progress("classify", 1, 1)
-    details = _with_last_events(store, cls.findings, lo, hi)
+        progress("load", 1, 3)
+    st, cls = evaluate(plan, loaded, as_of, judge, window_start=lo, backend=backend)
+    if progress:
+        progress("classify", 2, 3)
+    findings = finish_findings(cls.findings, st, backend)
+
+    def bucket_of(order_id: str, obj: str) -> int:
+        return order_bucket(order_id or obj)
 
     def in_scope(df: pd.DataFrame) -> np.ndarray:
-        if affected is not None:
-            aff = set(affected)
-            return df["order_id"].isin(aff).to_numpy()
-        if shard is not None:
-            return np.array([in_part(order_bucket(o), shard) for o in df["order_id"]], dtype=bool)
-        return np.ones(len(df), dtype=bool)
+        if shard is None:
+            return np.ones(len(df), dtype=bool)
+        return np.array(
+            [
+                in_part(bucket_of(o, b), shard)
+                for o, b in zip(df["order_id"], df["object"], strict=True)
+            ],
+            dtype=bool,
+        )
 
+    if shard is not None and len(findings):
+        findings = findings[in_scope(findings)]
+    present_orders = set(st.order_ids.tolist())
+    present_objects = {
+        f"{k}:{i}"
+        for k, i in zip(loaded.data.m_kind.tolist(), loaded.data.m_object.tolist(), strict=True)
+    }
+
+    def present(df: pd.DataFrame) -> np.ndarray:
+        return np.array(
+            [(o in present_orders) if o else (b in present_objects)
+             for o, b in zip(df["order_id"], df["object"], strict=True)],
+            dtype=bool,
+        )  # fmt: skip
+
+    judged = (
+        np.array([in_part(order_bucket(o), shard) for o in st.order_ids], dtype=bool)
+        if shard
+        else np.ones(len(st), dtype=bool)
+    )
     pending = [
         (o, None if np.isnan(d) else int(d))
-        for o, s, d in zip(feats.order_ids, cls.state, cls.next_due, strict=True)
-        if s == "in_flight"
+        for o, s_, d, j in zip(st.order_ids, cls.state, cls.next_due, judged, strict=True)
+        if s_ == "in_flight" and j
     ]
-    with engine.begin() as conn:
+    with store.engine.begin() as conn:
         run_id = runs.start_run(conn, as_of, mode, shard_label, config.fingerprint, max_seq)
-        runs.update_findings(conn, run_id, details, in_scope)
-        runs.replace_pending(
-            conn, run_id, bucket_filter(shard, None, col="order_bucket") or None, affected, pending
-        )
+        runs.update_findings(conn, run_id, findings, in_scope, present)
+        runs.replace_pending(conn, run_id, _bucket_sql(shard), None, pending)
         out = runs.read_findings(conn, run_id, in_scope if shard is not None else None)
         incidents = _incidents(config, out, cls, watermarks, as_of)
         runs.write_incidents(conn, run_id, incidents)
-        active = out[out["status"] != "resolved"]
+        active = out[out["status"].isin(runs.ACTIVE)]
         summary = {k: int(v) for k, v in active["kind"].value_counts().items()}
         summary = {k: summary[k] for k in KINDS if k in summary}
-        runs.finish_run(conn, run_id, len(feats), n_events, summary)
-    states = pd.Series(cls.state).value_counts().to_dict() if len(cls.state) else {}
+        n_orders = int(judged.sum())
+        runs.finish_run(conn, run_id, n_orders, len(loaded.data), summary)
+    if progress:
+        progress("write", 3, 3)
+    states = pd.Series(cls.state[judged]).value_counts().to_dict() if len(cls.state) else {}
     by_hop: dict[str, dict[str, int]] = {}
     for (h, k), v in active.groupby(["hop", "kind"]).size().items():
         by_hop.setdefault(str(h), {})[str(k)] = int(v)
@@ -196,146 +248,24 @@ def reconcile(
         "window_start": us_to_iso(lo),
         "mode": mode,
         "shard": shard_label or None,
-        "orders": len(feats),
-        "events": n_events,
+        "orders": n_orders,
+        "events": len(loaded.data),
         "findings": len(active),
         "resolved": int((out["status"] == "resolved").sum()),
+        "expired": int((out["status"] == "expired").sum()),
         "seconds": round(time.perf_counter() - t_start, 3),
         "pipeline": config.pipeline.name,
     }
-    findings = [
-        {"order_id": r.order_id, "kind": r.kind, "hop": r.hop, "from_hop": r.from_hop or None,
-         "since": us_to_iso(int(r.since)), "detail": r.detail, "status": r.status}
-        for r in out.itertuples(index=False)
-    ]  # fmt: skip
+    findings_out = [runs.finding_dict(r, us_to_iso) for r in out.itertuples(index=False)]
     return RunResult(
-        run, summary, findings, incidents, by_hop, {str(k): int(v) for k, v in states.items()}
+        run, summary, findings_out, incidents, by_hop, {str(k): int(v) for k, v in states.items()}
     )
 
 
-def _load_features(
-    store: Store, config: Config, lo: int, hi: int, shard: Part | None, workers: int | None,
-    progress: Progress | None, stored: int,
-) -> tuple[Features, int]:  # fmt: skip
-    with store.engine.connect() as conn:
-        q = (
-            select(func.count())
-            .select_from(tables.events)
-            .where(tables.events.c.occurred_at > lo, tables.events.c.occurred_at <= hi)
-        )
-        total = int(conn.execute(q).scalar_one())
-    scan = total * 3 > stored  # the window holds most events: scan rather than use the index
-    if shard:
-        total = total // shard[1] + 1
-    chunks = max(1, math.ceil(total / EVENTS_PER_CHUNK))
-    if workers is None:
-        workers = min(os.cpu_count() or 1, 4) if total >= 500_000 else 1
-    in_memory = store.dialect == "sqlite" and (
-        ":memory:" in store.url or store.url.endswith("sqlite://")
-    )
-    if in_memory:
-        workers = 1
-    chunks = max(chunks, workers if workers > 1 else 1)
-    parts: list[Features] = []
-    n_events = 0
-    if progress:
-        progress("load", 0, chunks)
-    if workers <= 1 or chunks == 1:
-        for c in range(chunks):
-            with store.engine.connect() as conn:
-                df = load_events(conn, config, lo, hi, shard=shard, chunk=(c, chunks), scan=scan)
-            parts.append(compute_features(df, config))
-            n_events += len(df)
-            del df
-            if progress:
-                progress("load", c + 1, chunks)
-    else:
-        ctx = mp.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
-            futs = [
-                ex.submit(_chunk_features, store.url, config, lo, hi, shard, (c, chunks), scan)
-                for c in range(chunks)
-            ]
-            for k, fut in enumerate(futs):
-                f, n = fut.result()
-                parts.append(f)
-                n_events += n
-                if progress:
-                    progress("load", k + 1, chunks)
-    return Features.concat(parts, config), n_events
-
-
-def _last_activity_sql(store: Store, config: Config, lo: int, hi: int) -> dict[str, float]:
-    sql = text(
-        "SELECT hop, MAX(occurred_at) FROM events WHERE occurred_at > :lo AND occurred_at <= :hi "
-        "AND phase IN ('completed', 'failed') GROUP BY hop"
-    )
-    with store.engine.connect() as conn:
-        got = {r[0]: float(r[1]) for r in conn.execute(sql, {"lo": lo, "hi": hi})}
-    return {h: got.get(h, float("nan")) for h in config.hop_names}
-
-
-def _affected_orders(
-    store: Store, prev: dict[str, Any], lo: int, hi: int, shard: Part | None
-) -> list[str]:
-    """Orders whose result can differ from the previous run's."""
-    prev_hi = prev["as_of"]
-    prev_lo = prev_hi - (hi - lo)
-    cond = bucket_filter(shard, None, col="order_bucket")
-    extra = f" AND {cond}" if cond else ""
-    sql = text(
-        f"SELECT order_id FROM events WHERE ingest_seq > :seq{extra} "
-        f"UNION SELECT order_id FROM events WHERE occurred_at > :plo AND occurred_at <= :lo{extra} "
-        f"UNION SELECT order_id FROM events WHERE occurred_at > :phi AND occurred_at <= :hi{extra}"
-    )
-    with store.engine.connect() as conn:
-        got = {
-            r[0]
-            for r in conn.execute(
-                sql,
-                {"seq": prev["max_ingest_seq"], "plo": prev_lo, "lo": lo, "phi": prev_hi, "hi": hi},
-            )
-        }
-        got.update(runs.pending_order_ids(conn))
-        got.update(runs.active_finding_orders(conn))
-    if shard is not None:
-        got = {o for o in got if in_part(order_bucket(o), shard)}
-    return sorted(got)
-
-
-def _with_last_events(store: Store, findings: pd.DataFrame, lo: int, hi: int) -> pd.DataFrame:
-    """Append each finding's evidence: the order's last event with its source and place."""
-    if findings.empty:
-        return findings
-    ids = findings["order_id"].unique().tolist()
-    with store.engine.begin() as conn:
-        fill_orders_table(conn, ids)
-        rows = conn.execute(
-            text(
-                "SELECT e.order_id, e.hop, e.phase, e.occurred_at, e.source, e.source_ref, e.ingest_seq "
-                "FROM _ot_orders o JOIN events e ON e.order_id = o.order_id "
-                + (
-                    "WHERE +e.occurred_at > :lo AND +e.occurred_at <= :hi"
-                    if store.dialect == "sqlite"
-                    else "WHERE e.occurred_at > :lo AND e.occurred_at <= :hi"
-                )
-            ),
-            {"lo": lo, "hi": hi},
-        ).fetchall()
-        conn.execute(text("DELETE FROM _ot_orders"))
-    ev = pd.DataFrame(rows, columns=["order_id", "hop", "phase", "t", "source", "ref", "seq"])
-    ev = ev.sort_values(["order_id", "t", "seq"], kind="stable").drop_duplicates(
-        "order_id", keep="last"
-    )
-    ev["last"] = [
-        f"last event: {h} {p} {ts(t_)} ({s} {r})"
-        for h, p, t_, s, r in zip(
-            ev["hop"], ev["phase"], ev["t"], ev["source"], ev["ref"], strict=True
-        )
-    ]
-    out = findings.merge(ev[["order_id", "last"]], on="order_id", how="left")
-    out["detail"] = out["detail"] + "; " + out["last"].fillna("no event in the window")
-    return out.drop(columns=["last"])
+def _bucket_sql(shard: Part | None) -> str | None:
+    if shard is None or shard[1] <= 1:
+        return None
+    return f"(order_bucket % {int(shard[1])}) = {int(shard[0])}"
 
 
 def _incidents(
@@ -343,23 +273,24 @@ def _incidents(
     as_of: int,
 ) -> list[dict[str, Any]]:  # fmt: skip
     out: list[dict[str, Any]] = []
-    active = findings[findings["status"] != "resolved"]
+    active = findings[findings["status"].isin(runs.ACTIVE)]
     stalled = active[active["kind"] == "stalled"]
     for hop, grp in stalled.groupby("hop", sort=True):
         oldest = int(grp["since"].min())
-        last = cls.last_activity.get(str(hop))
-        last = float("nan") if last is None else last
-        since = int(last) if not np.isnan(last) and last < oldest else oldest
+        acts = [cls.last_activity.get(m) for m in str(hop).split("|")]
+        known = [x for x in acts if x is not None and not np.isnan(x)]
+        last = max(known) if known else None
+        since = int(last) if last is not None and last < oldest else oldest
         seen = (
-            f"last {hop} event {ts(last)}"
-            if not np.isnan(last)
+            f"last {hop} event {when(iso(last))}"
+            if last is not None
             else f"no {hop} event in the window"
         )
         froms = ", ".join(sorted(set(grp["from_hop"])))
         out.append({
             "kind": "hop_silent", "hop": str(hop), "since": us_to_iso(since), "orders": len(grp),
             "detail": f"{len(grp):,} orders overdue from {froms} wait for {hop}; {seen}; "
-                      f"oldest due {ts(oldest)}, {dur(as_of - oldest)} ago",
+                      f"oldest due {when(iso(oldest))}, {format_duration(as_of - oldest)} ago",
         })  # fmt: skip
     skew = config.pipeline.clock_skew
     for s in config.sources:
@@ -367,13 +298,13 @@ def _incidents(
         if wm is not None and wm >= as_of - skew:
             continue
         hops = [s.hop] if s.hop else list(config.hop_names)
-        n = sum(cls.waiting.get(h, 0) for h in hops)
+        n = sum(v for h, v in cls.waiting.items() if any(x in hops for x in h.split("|")))
         if n == 0 and wm is not None:
             continue
         behind = (
             "never read to its end"
             if wm is None
-            else f"complete up to {ts(wm)}, {dur(as_of - wm)} behind"
+            else f"complete up to {when(iso(wm))}, {format_duration(as_of - wm)} behind"
         )
         out.append({
             "kind": "source_lagging", "hop": s.hop or "*", "since": us_to_iso(wm) if wm is not None else None,
@@ -392,4 +323,4 @@ def fail_matches(result: RunResult, kinds: set[str]) -> bool:
     return any(i["kind"] in kinds for i in result.incidents)
 
 
-__all__ = ["INFORMATIONAL", "KINDS", "RunResult", "fail_matches", "parse_shard", "reconcile"]
+__all__ = ["KINDS", "RunResult", "fail_matches", "parse_shard", "reconcile"]

@@ -15,7 +15,8 @@ from ordertrail.store import tables as t
 from ordertrail.store.writer import _dialect_insert, now_us, order_bucket
 
 ACTIVE = ("new", "open")
-IDENTITY = ["order_id", "kind", "hop", "from_hop"]
+IDENTITY = ["order_id", "object", "kind", "hop", "from_hop", "field"]
+STORED = ["since", "detail", "objects", "evidence"]
 
 
 def start_run(
@@ -61,16 +62,18 @@ def update_findings(
     run_id: int,
     current: pd.DataFrame,
     in_scope: Callable[[pd.DataFrame], np.ndarray],
+    present: Callable[[pd.DataFrame], np.ndarray],
 ) -> None:
-    """Upsert this run's findings and resolve the active ones in scope that are gone."""
+    """Upsert this run's findings; the active ones in scope that are gone become ``resolved``,
+    or ``expired`` when their order (``present`` is False) left the lookback window."""
     c = t.findings.c
     existing = pd.DataFrame(
         conn.execute(
-            select(c.order_id, c.kind, c.hop, c.from_hop, c.status, c.first_run)
+            select(c.order_id, c.object, c.kind, c.hop, c.from_hop, c.field, c.status, c.first_run)
         ).fetchall(),
         columns=[*IDENTITY, "status", "first_run"],
     )
-    cur = current[[*IDENTITY, "since", "detail"]].copy()
+    cur = current[[*IDENTITY, *STORED]].copy()
     cur[IDENTITY] = cur[IDENTITY].astype(object)
     existing[IDENTITY] = existing[IDENTITY].astype(object)
     merged = cur.merge(existing, on=IDENTITY, how="left")
@@ -79,17 +82,29 @@ def update_findings(
     merged["first_run"] = np.where(was_active, merged["first_run"].fillna(run_id), run_id).astype(
         int
     )
+    cols = [*IDENTITY, *STORED, "new_status", "first_run"]
     rows = [
-        {"order_id": r[0], "kind": r[1], "hop": r[2], "from_hop": r[3], "since": int(r[4]),
-         "detail": r[5], "status": r[6], "first_run": int(r[7]), "last_run": run_id}
-        for r in merged[[*IDENTITY, "since", "detail", "new_status", "first_run"]].itertuples(index=False)
+        {"order_id": r[0], "object": r[1], "kind": r[2], "hop": r[3], "from_hop": r[4],
+         "field": r[5], "since": int(r[6]), "detail": r[7], "objects": orjson.dumps(r[8]).decode(),
+         "evidence": orjson.dumps(r[9]).decode(), "status": r[10], "first_run": int(r[11]),
+         "last_run": run_id}
+        for r in merged[cols].itertuples(index=False)
     ]  # fmt: skip
     if rows:
         stmt = _dialect_insert(conn, t.findings)
         stmt = stmt.on_conflict_do_update(
             index_elements=IDENTITY,
             set_={
-                k: stmt.excluded[k] for k in ("since", "detail", "status", "first_run", "last_run")
+                k: stmt.excluded[k]
+                for k in (
+                    "since",
+                    "detail",
+                    "objects",
+                    "evidence",
+                    "status",
+                    "first_run",
+                    "last_run",
+                )
             },
         )
         for k in range(0, len(rows), 5000):
@@ -99,22 +114,17 @@ def update_findings(
         gone = active.merge(cur[IDENTITY], on=IDENTITY, how="left", indicator=True)
         gone = gone[gone["_merge"] == "left_only"]
         gone = gone[in_scope(gone)]
+        still = present(gone) if len(gone) else np.zeros(0, dtype=bool)
         upd = (
             t.findings.update()
-            .where(
-                and_(
-                    c.order_id == bindparam("o"),
-                    c.kind == bindparam("k"),
-                    c.hop == bindparam("h"),
-                    c.from_hop == bindparam("f"),
-                )
-            )
-            .values(status="resolved", last_run=run_id)
+            .where(and_(*(getattr(c, k) == bindparam(f"k_{k}") for k in IDENTITY)))
+            .values(status=bindparam("st"), last_run=run_id)
         )
         params = [
-            {"o": r[0], "k": r[1], "h": r[2], "f": r[3]}
-            for r in gone[IDENTITY].itertuples(index=False)
-        ]
+            {**{f"k_{k}": v for k, v in zip(IDENTITY, r, strict=True)},
+             "st": "resolved" if s_ else "expired"}
+            for r, s_ in zip(gone[IDENTITY].itertuples(index=False), still, strict=True)
+        ]  # fmt: skip
         for k in range(0, len(params), 5000):
             conn.execute(upd, params[k : k + 5000])
 
@@ -122,16 +132,22 @@ def update_findings(
 def read_findings(
     conn: Connection, run_id: int, in_scope: Callable[[pd.DataFrame], np.ndarray] | None = None
 ) -> pd.DataFrame:
-    """Active findings plus those resolved by this run, sorted."""
+    """Active findings plus those this run resolved or expired, sorted."""
     c = t.findings.c
     q = select(
-        c.order_id, c.kind, c.hop, c.from_hop, c.since, c.detail, c.status, c.first_run
-    ).where((c.status.in_(ACTIVE)) | ((c.status == "resolved") & (c.last_run == run_id)))
+        c.order_id, c.object, c.kind, c.hop, c.from_hop, c.field, c.since, c.detail, c.objects,
+        c.evidence, c.status, c.first_run,
+    ).where(
+        (c.status.in_(ACTIVE)) | (c.status.in_(("resolved", "expired")) & (c.last_run == run_id))
+    )  # fmt: skip
     df = pd.DataFrame(
-        conn.execute(q).fetchall(), columns=[*IDENTITY, "since", "detail", "status", "first_run"]
+        conn.execute(q).fetchall(),
+        columns=[*IDENTITY, "since", "detail", "objects", "evidence", "status", "first_run"],
     )
     if in_scope is not None and len(df):
         df = df[in_scope(df)]
+    df["objects"] = [orjson.loads(x) if x else [] for x in df["objects"]]
+    df["evidence"] = [orjson.loads(x) if x else {} for x in df["evidence"]]
     return df.sort_values(IDENTITY, kind="stable").reset_index(drop=True)
 
 
@@ -184,6 +200,17 @@ def active_finding_orders(conn: Connection) -> list[str]:
     return [r[0] for r in conn.execute(select(c.order_id).where(c.status.in_(ACTIVE)).distinct())]
 
 
+def finding_dict(r: Any, us_to_iso: Callable[[int], str | None]) -> dict[str, Any]:
+    """A stored finding in the shape of reconcile's JSON."""
+    return {
+        "order_id": r.order_id or None, "kind": r.kind, "hop": r.hop,
+        "from_hop": r.from_hop or None, "since": us_to_iso(int(r.since)), "detail": r.detail,
+        "status": r.status, "objects": r.objects if isinstance(r.objects, list) else orjson.loads(r.objects or "[]"),
+        "field": r.field or None,
+        "evidence": r.evidence if isinstance(r.evidence, dict) else orjson.loads(r.evidence or "{}"),
+    }  # fmt: skip
+
+
 def list_findings(
     store: Any, *, kinds: Iterable[str] = (), hops: Iterable[str] = (), status: str = "active",
     limit: int | None = None,
@@ -193,8 +220,9 @@ def list_findings(
 
     c = t.findings.c
     q = select(
-        c.order_id, c.kind, c.hop, c.from_hop, c.since, c.detail, c.status, c.first_run, c.last_run
-    )
+        c.order_id, c.object, c.kind, c.hop, c.from_hop, c.field, c.since, c.detail, c.objects,
+        c.evidence, c.status, c.first_run, c.last_run,
+    )  # fmt: skip
     if status == "active":
         q = q.where(c.status.in_(ACTIVE))
     elif status != "all":
@@ -204,13 +232,11 @@ def list_findings(
         q = q.where(c.kind.in_(kinds))
     if hops:
         q = q.where(c.hop.in_(hops))
-    q = q.order_by(c.since.desc(), c.order_id, c.kind, c.hop, c.from_hop)
+    q = q.order_by(c.since.desc(), c.order_id, c.object, c.kind, c.hop, c.from_hop, c.field)
     if limit:
         q = q.limit(limit)
     with store.engine.connect() as conn:
         return [
-            {"order_id": r.order_id, "kind": r.kind, "hop": r.hop, "from_hop": r.from_hop or None,
-             "since": us_to_iso(r.since), "detail": r.detail, "status": r.status,
-             "first_run": r.first_run, "last_run": r.last_run}
+            {**finding_dict(r, us_to_iso), "first_run": r.first_run, "last_run": r.last_run}
             for r in conn.execute(q)
-        ]  # fmt: skip
+        ]

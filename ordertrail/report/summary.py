@@ -10,12 +10,14 @@ import numpy as np
 import orjson
 from sqlalchemy import select, text
 
-from ordertrail.reconcile.classify import KINDS
-from ordertrail.reconcile.load import edge_points, fill_orders_table
+from ordertrail.reconcile.backend import SqlBackend, state_of
+from ordertrail.reconcile.plan import compile_plan
+from ordertrail.reconcile.rules import KINDS, Context
 from ordertrail.report.search import attr_expr
 from ordertrail.schemas.config import Config
 from ordertrail.schemas.event import us_to_iso
 from ordertrail.store import Store, tables
+from ordertrail.store.window import fill_temp_orders
 
 AGE_BUCKETS = (("< 1h", 3600), ("1h–1d", 86400), ("1d–7d", 7 * 86400), ("> 7d", None))
 AT_RISK_KINDS = ("vanished", "stalled", "confirmed_unfulfilled", "failed")
@@ -43,23 +45,16 @@ class Report:
 def build_report(store: Store, config: Config, as_of: int, amount_field: str = "amount") -> Report:
     lo = as_of - config.pipeline.lookback
     rep = Report(config.pipeline.name, as_of)
+    plan = compile_plan(config)
+    st = state_of(plan, SqlBackend(store).load(plan, lo, as_of))
+    ctx = Context(st, as_of, {})
+    # orders that reached each hop (per-object hops: every object of the order)
+    reached = {h: int((~np.isnan(st.comp_all[:, i])).sum()) for i, h in enumerate(plan.names)}
+    first = max([reached[h] for h in config.entry_hops] or [0])
+    for h in config.hop_names:
+        n = reached[h]
+        rep.funnel.append({"hop": h, "orders": n, "share": round(n / first, 4) if first else None})
     with store.engine.connect() as conn:
-        counts: dict[str, int] = dict(
-            conn.execute(
-                text(
-                    "SELECT hop, count(DISTINCT order_id) FROM events WHERE occurred_at > :lo "
-                    "AND occurred_at <= :hi AND phase = 'completed' GROUP BY hop"
-                ),
-                {"lo": lo, "hi": as_of},
-            ).fetchall()
-        )
-        first = max([int(counts.get(h, 0)) for h in config.entry_hops] or [0])
-        for h in config.hop_names:
-            n = int(counts.get(h, 0))
-            rep.funnel.append(
-                {"hop": h, "orders": n, "share": round(n / first, 4) if first else None}
-            )
-
         c = tables.findings.c
         active = conn.execute(
             select(c.order_id, c.kind, c.hop, c.from_hop, c.since).where(
@@ -71,20 +66,30 @@ def build_report(store: Store, config: Config, as_of: int, amount_field: str = "
             if r.from_hop:
                 per_edge.setdefault((r.from_hop, r.hop), {}).setdefault(r.kind, 0)
                 per_edge[(r.from_hop, r.hop)][r.kind] += 1
-        for a, b, w in config.edges:
-            ta, tb = edge_points(conn, a, b, lo, as_of)
-            keep = ~(np.isnan(ta) | np.isnan(tb))
-            lat = (tb[keep] - ta[keep]) / 1e6
-            pct = {
-                f"p{q}": (round(float(np.percentile(lat, q)), 1) if len(lat) else None)
-                for q in (50, 95, 99)
-            }
-            kinds = per_edge.get((a, b), {})
-            rep.edges.append({
-                "from": a, "to": b, "within_seconds": w / 1e6, "passed": int(keep.sum()),
-                "vanished": kinds.get("vanished", 0), "stalled": kinds.get("stalled", 0),
-                "late": kinds.get("late", 0), "latency_seconds": pct,
-            })  # fmt: skip
+        for req in plan.requirements:
+            u = ctx.units(req.each)
+            ta = ctx.t_from(u, req.src)
+            for m, w in zip(req.targets, req.within, strict=True):
+                tb = u.reach_first[:, m]
+                keep = ~(np.isnan(ta) | np.isnan(tb))
+                lat = (tb[keep] - ta[keep]) / 1e6
+                pct = {
+                    f"p{q}": (round(float(np.percentile(lat, q)), 1) if len(lat) else None)
+                    for q in (50, 95, 99)
+                }
+                a, b = plan.names[req.src], plan.names[m]
+                kinds = dict(per_edge.get((a, b), {}))
+                if req.group:  # findings of a group edge name the group
+                    for (fa, fb), counts in per_edge.items():
+                        if fa == a and b in fb.split("|") and fb != b:
+                            for kk, v in counts.items():
+                                kinds[kk] = kinds.get(kk, 0) + v
+                rep.edges.append({
+                    "from": a, "to": b, "within_seconds": w / 1e6, "passed": int(keep.sum()),
+                    "vanished": kinds.get("vanished", 0), "stalled": kinds.get("stalled", 0),
+                    "late": kinds.get("late", 0), "latency_seconds": pct,
+                    "per": req.each or "order",
+                })  # fmt: skip
         for k in KINDS:
             ages = [as_of - int(r.since) for r in active if r.kind == k]
             if not ages:
@@ -133,7 +138,7 @@ def _amount_at_risk(
 ) -> dict[str, Any]:
     if not orders:
         return {"orders": 0, "amount": 0.0, "with_amount": 0, "field": field_}
-    fill_orders_table(conn, orders)
+    fill_temp_orders(conn, orders)
     expr = attr_expr(store.dialect, field_)
     rows = conn.execute(
         text(

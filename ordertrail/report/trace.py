@@ -1,6 +1,8 @@
-"""One order's trail: every event across all sources, the hops expected but missing with their
-deadlines, and the order's findings in plain words — what support staff need to answer a customer.
-Everything is looked up through the order index; nothing scans the store."""
+"""One order's trail: every event across all sources (its own and those of its items, parcels
+and shipments), the hops expected but missing with their deadlines, and its findings in plain
+words — what support staff need to answer a customer. The findings come from the one engine
+(:mod:`ordertrail.reconcile`) run over this order alone, as of ``--as-of``; nothing scans the
+store except to tell vanished from stalled for an overdue edge."""
 
 from __future__ import annotations
 
@@ -10,22 +12,18 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import numpy as np
-import pandas as pd
-from sqlalchemy import func, select, text
+from sqlalchemy import select
 
-from ordertrail.reconcile.classify import classify
-from ordertrail.reconcile.engine import judge_times
-from ordertrail.reconcile.evidence import EdgeProgress
-from ordertrail.reconcile.features import compute_features
-from ordertrail.reconcile.load import PHASE_CODES
+from ordertrail.reconcile.backend import ProbeProgress, SqlBackend
+from ordertrail.reconcile.engine import evaluate, finish_findings, judge_times
+from ordertrail.reconcile.plan import compile_plan
+from ordertrail.reconcile.rules import Context, expectations
 from ordertrail.report.redact import redact_attributes
 from ordertrail.schemas.config import Config
 from ordertrail.schemas.durations import format_duration
 from ordertrail.schemas.event import OrderEvent, us_to_iso
 from ordertrail.store import Store, tables
-
-EVIDENCE_LIMIT = 10_000
+from ordertrail.store import window as w
 
 
 @dataclass
@@ -35,6 +33,7 @@ class Expectation:
     deadline: int
     overdue: int  # µs past the deadline at as_of (negative: still due in)
     kind: str  # edge | promise
+    objects: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -47,6 +46,7 @@ class Trail:
     state: str
     timezone: str = "UTC"
     notes: list[str] = field(default_factory=list)
+    looked_up: str | None = None  # the object id the order was found by, if not its own id
 
     def as_dict(self) -> dict[str, Any]:
         prev: int | None = None
@@ -56,11 +56,13 @@ class Trail:
                 "hop": e.hop, "phase": e.phase, "time": us_to_iso(e.occurred_at),
                 "gap_seconds": None if prev is None else round((e.occurred_at - prev) / 1e6, 3),
                 "source": e.source, "source_ref": e.source_ref, "event_id": e.event_id,
+                "order_id": e.order_id or None, "objects": e.objects,
                 "trace_id": e.trace_id, "span_id": e.span_id, "attributes": e.attributes,
             })  # fmt: skip
             prev = e.occurred_at
         return {
             "order_id": self.order_id,
+            "found_by": self.looked_up,
             "as_of": us_to_iso(self.as_of),
             "state": self.state,
             "events": evs,
@@ -71,6 +73,7 @@ class Trail:
                     "kind": x.kind,
                     "deadline": us_to_iso(x.deadline),
                     "overdue_seconds": round(x.overdue / 1e6),
+                    "objects": x.objects,
                 }
                 for x in self.expectations
             ],
@@ -113,198 +116,199 @@ def closest_ids(store: Store, order_id: str, n: int = 5) -> list[str]:
     )
 
 
-def _evidence(
-    store: Store, a: str, b: str, lo: int, hi: int, ta: float, deadline: float
-) -> EdgeProgress:
-    """EdgeProgress limited to the orders that matter for one order: reached a after it."""
-    sql = text(
-        "SELECT ea.occurred_at, eb.occurred_at FROM events eb "
-        "JOIN events ea ON ea.order_id = eb.order_id AND ea.hop = :a AND ea.phase = 'completed' "
-        "WHERE eb.hop = :b AND eb.phase IN ('completed', 'failed') AND eb.occurred_at > :d "
-        "AND eb.occurred_at <= :hi AND ea.occurred_at > :x AND ea.occurred_at > :lo LIMIT :lim"
-    )
+def resolve_id(
+    store: Store, config: Config, ident: str, as_of: int
+) -> tuple[list[str], str | None]:
+    """The orders an id names: an order id, or an object id (``kind:id`` or a bare id of any
+    kind) -> the orders it belongs to. Returns (orders, the object it was found by)."""
+    via = {o.name: o.via for o in config.objects}
     with store.engine.connect() as conn:
-        rows = conn.execute(sql, {"a": a, "b": b, "d": int(deadline), "hi": hi, "x": int(ta), "lo": lo,
-                                  "lim": EVIDENCE_LIMIT}).fetchall()  # fmt: skip
-    arr = np.array(rows, dtype=float).reshape(-1, 2)
-    return EdgeProgress(arr[:, 0], arr[:, 1])
+        if w.orders_like(conn, ident):
+            return [ident], None
+        kind, sep, oid = ident.partition(":")
+        candidates: list[tuple[str | None, str]] = []
+        if sep and kind in via:
+            candidates.append((kind, oid))
+        candidates.append((None, ident))
+        for k, i in candidates:
+            kinds = [k] if k else w.object_kinds_of(conn, i)
+            found: set[str] = set()
+            for kk in kinds:
+                found.update(w.orders_of_object(conn, kk, i, via, as_of))
+            if kinds:
+                label = f"{kinds[0]}:{i}" if len(kinds) == 1 else i
+                return sorted(found), label
+    return [], None
+
+
+def build_trails(
+    store: Store, config: Config, ident: str, as_of: int, *, redact: bool = False
+) -> list[Trail]:
+    """The trail of every order ``ident`` names (an order id or any object id)."""
+    orders, by = resolve_id(store, config, ident, as_of)
+    if not orders and by is None:
+        raise UnknownOrder(ident, closest_ids(store, ident))
+    if not orders:
+        return [_unlinked_trail(store, config, ident, by or ident, as_of, redact)]
+    trails = [build_trail(store, config, o, as_of, redact=redact) for o in orders]
+    for t in trails:
+        t.looked_up = by
+    return trails
 
 
 def build_trail(
     store: Store, config: Config, order_id: str, as_of: int, *, redact: bool = False
 ) -> Trail:
-    events = store.order_events(order_id)
-    if not events:
+    """One order's trail, judged as of ``as_of`` by the engine's rules over this order alone."""
+    plan = compile_plan(config)
+    backend = SqlBackend(store)
+    lo = as_of - config.pipeline.lookback
+    with store.engine.connect() as conn:
+        oldest = w.first_event_time(conn, order_id, as_of)
+    if oldest is not None and oldest <= lo:
+        lo = oldest - 1  # a trail shows the whole order, however old
+    loaded = backend.load(plan, lo, as_of, orders=[order_id])
+    if not len(loaded.data):
         raise UnknownOrder(order_id, closest_ids(store, order_id))
-    # a trail shows the whole order, however old: its own first event opens the window
-    lo = min(as_of - config.pipeline.lookback, events[0].occurred_at - 1)
-    window = [e for e in events if lo < e.occurred_at <= as_of]
-    names = config.hop_names
-    df = pd.DataFrame(
-        {
-            "order_id": np.array([e.order_id for e in window], dtype=object),
-            "hop": np.array(
-                [names.index(e.hop) if e.hop in names else -1 for e in window], dtype=np.int64
-            ),
-            "phase": np.array([PHASE_CODES.get(e.phase, 0) for e in window], dtype=np.int64),
-            "t": np.array([e.occurred_at for e in window], dtype=np.int64),
-            **{
-                f"chk{j}": np.array(
-                    [e.attributes.get(c.field) if e.hop in c.hops else None for e in window],
-                    dtype=object,
-                )
-                for j, c in enumerate(config.checks)
-            },
-        }
-    )
-    df = df[df["hop"] >= 0]
-    feats = compute_features(df, config)
     judge = judge_times(config, as_of, store.watermarks())
-    expectations = _expectations(config, window, as_of)
-    findings: list[dict[str, Any]] = []
-    state = "unknown"
-    if len(feats):
-        # cross-order evidence only for this order's own overdue edges (bounded queries)
-        first_reach: dict[str, int] = {}
-        for e in window:
-            if e.phase == "completed":
-                first_reach.setdefault(e.hop, e.occurred_at)
-
-        def evidence(a: str, b: str) -> EdgeProgress:
-            ta = first_reach.get(a)
-            w = config.hop(a).within.get(b, 0)
-            if ta is None:
-                return EdgeProgress(np.array([]), np.array([]))
-            return _evidence(store, a, b, lo, as_of, ta, ta + w)
-
-        cls = classify(
-            feats,
-            config,
-            as_of,
-            judge,
-            evidence,
-            last_activity=_last_activity(store, config),
-        )
-        state = str(cls.state[0])
-        stored = _stored(store, order_id)
-        for r in cls.findings.itertuples(index=False):
-            key = (r.kind, r.hop, r.from_hop)
-            st = stored.get(key)
-            detail = st["detail"] if st and st["status"] != "resolved" else r.detail
-            findings.append({
-                "kind": r.kind, "hop": r.hop, "from_hop": r.from_hop or None, "since": us_to_iso(int(r.since)),
-                "detail": detail, "status": st["status"] if st else "not yet recorded",
-                "plain": plain_words(r.kind, r.hop, r.from_hop, int(r.since), as_of, detail),
-            })  # fmt: skip
-    shown = events
+    with store.engine.connect() as conn:
+        last = {h: float(v) for h, v in w.last_activity(conn, plan.names, lo, as_of).items()}
+    st, cls = evaluate(
+        plan, loaded, as_of, judge, window_start=as_of - config.pipeline.lookback,
+        chosen=[order_id], backend=backend, progress=ProbeProgress(backend, plan, lo, as_of),
+        last={h: last.get(h) for h in plan.names},
+    )  # fmt: skip
+    findings = finish_findings(cls.findings, st, backend)
+    idx = {o: i for i, o in enumerate(st.order_ids.tolist())}
+    oi = idx.get(order_id)
+    exp = [
+        Expectation(x["hop"], x["after"], int(x["deadline"]), as_of - int(x["deadline"]), x["kind"],
+                    sorted(x["objects"]))
+        for x in _expectations_of(plan, st, as_of, judge, oi)
+    ]  # fmt: skip
+    stored = _stored(store, order_id)
+    out: list[dict[str, Any]] = []
+    for r in findings[findings["order_id"] == order_id].itertuples(index=False):
+        key = (r.kind, r.hop, r.from_hop, r.field)
+        st_ = stored.get(key)
+        out.append({
+            "kind": r.kind, "hop": r.hop, "from_hop": r.from_hop or None,
+            "since": us_to_iso(int(r.since)), "detail": r.detail, "objects": r.objects,
+            "field": r.field or None, "evidence": r.evidence,
+            "status": st_ if st_ else "not yet recorded",
+            "plain": plain_words(r.kind, r.hop, r.from_hop, int(r.since), as_of, r.evidence,
+                                 r.objects),
+        })  # fmt: skip
+    seqs = st.data.seq[st.member_event[st.member_order == oi]] if oi is not None else []
+    with store.engine.connect() as conn:
+        events = w.events_by_seq(conn, seqs)
     if redact and config.pipeline.personal:
-        shown = [_redacted(e, config.pipeline.personal) for e in events]
-    notes = [f["plain"] for f in findings]
-    if not findings:
-        notes.append(_state_words(state, expectations, as_of))
-    return Trail(
-        order_id, as_of, shown, expectations, findings, state, config.pipeline.timezone, notes
-    )
+        events = [_redacted(e, config.pipeline.personal) for e in events]
+    state = str(cls.state[oi]) if oi is not None else "unknown"
+    notes = [f["plain"] for f in out]
+    if not out:
+        notes.append(_state_words(state, exp, as_of))
+    return Trail(order_id, as_of, events, exp, out, state, config.pipeline.timezone, notes)
+
+
+def _expectations_of(
+    plan: Any, st: Any, as_of: int, judge: dict[str, float], oi: int | None
+) -> list[dict[str, Any]]:
+    if oi is None:
+        return []
+    ctx = Context(st, as_of, {plan.hx[h]: v for h, v in judge.items() if h in plan.hx})
+    return [x for x in expectations(ctx) if x["o"] == oi]
+
+
+def _unlinked_trail(
+    store: Store, config: Config, ident: str, label: str, as_of: int, redact: bool
+) -> Trail:
+    """An object that belongs to no order: its events, and its orphan finding if it has one."""
+    kind, _, oid = label.partition(":")
+    with store.engine.connect() as conn:
+        kinds = [kind] if oid else w.object_kinds_of(conn, ident)
+        objs = [(k, oid or ident) for k in kinds]
+        lo = as_of - config.pipeline.lookback
+        data = w.chosen_window(conn, config.hop_names, lo, as_of, [], objs)
+        events = w.events_by_seq(conn, data.seq)
+    if redact and config.pipeline.personal:
+        events = [_redacted(e, config.pipeline.personal) for e in events]
+    c = tables.findings.c
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            select(c.kind, c.hop, c.since, c.detail, c.status).where(
+                c.object.in_([f"{k}:{i}" for k, i in objs])
+            )
+        ).fetchall()
+    findings = [
+        {"kind": r.kind, "hop": r.hop, "from_hop": None, "since": us_to_iso(r.since),
+         "detail": r.detail, "status": r.status, "objects": [label], "field": None,
+         "plain": f"{label} is linked to no order: no event names it together with an order id."}
+        for r in rows
+    ]  # fmt: skip
+    notes = [f"{label} belongs to no order yet: no event names it together with an order id."]
+    return Trail(label, as_of, events, [], findings, "unlinked", config.pipeline.timezone, notes,
+                 looked_up=label)  # fmt: skip
 
 
 def _redacted(e: OrderEvent, personal: tuple[str, ...]) -> OrderEvent:
     return OrderEvent(
         e.event_id, e.order_id, e.hop, e.occurred_at, e.source, e.source_ref, e.phase, e.trace_id,
         e.span_id, redact_attributes(e.attributes, personal), e.ingested_at, e.ingest_seq,
+        e.objects,
     )  # fmt: skip
 
 
-def _stored(store: Store, order_id: str) -> dict[tuple[str, str, str], dict[str, Any]]:
+def _stored(store: Store, order_id: str) -> dict[tuple[str, str, str, str], str]:
     c = tables.findings.c
-    q = select(c.kind, c.hop, c.from_hop, c.status, c.detail).where(c.order_id == order_id)
+    q = select(c.kind, c.hop, c.from_hop, c.field, c.status).where(c.order_id == order_id)
     with store.engine.connect() as conn:
-        return {
-            (r.kind, r.hop, r.from_hop): {"status": r.status, "detail": r.detail}
-            for r in conn.execute(q)
-        }
-
-
-def _last_activity(store: Store, config: Config) -> dict[str, float | None]:
-    """The last event per hop as the latest run saw it (its hop_silent incidents); unknown
-    otherwise — a trace never scans the store for it."""
-    out: dict[str, float | None] = dict.fromkeys(config.hop_names)
-    c = tables.incidents.c
-    with store.engine.connect() as conn:
-        last = conn.execute(
-            select(func.max(tables.runs.c.id)).where(tables.runs.c.status == "done")
-        ).scalar()
-        if last is None:
-            return out
-        for r in conn.execute(
-            select(c.hop, c.detail).where(c.run_id == last, c.kind == "hop_silent")
-        ):
-            if f"last {r.hop} event " in r.detail:
-                stamp = r.detail.split(f"last {r.hop} event ")[1][:20]
-                try:
-                    dt = datetime.strptime(stamp.strip(), "%Y-%m-%d %H:%M UTC").replace(tzinfo=UTC)
-                except ValueError:
-                    continue
-                out[r.hop] = dt.timestamp() * 1e6
-    return out
-
-
-def _expectations(config: Config, events: list[OrderEvent], as_of: int) -> list[Expectation]:
-    """Hops this order should have reached (or should still reach), with deadlines."""
-    comp: dict[str, int] = {}
-    reach: dict[str, int] = {}
-    for e in events:
-        if e.phase == "completed":
-            comp.setdefault(e.hop, e.occurred_at)
-        if e.phase in ("completed", "failed"):
-            reach.setdefault(e.hop, e.occurred_at)
-    if any(h in comp for h in config.closing_hops):
-        return []
-    out: list[Expectation] = []
-    seen: set[str] = set()
-    for a, b, w in config.edges:
-        if a not in comp or b in reach or b in seen:
-            continue
-        if any(d in reach for d in config.descendants(b)):
-            continue  # skipped, not expected any more
-        d = comp[a] + w
-        out.append(Expectation(b, a, d, as_of - d, "edge"))
-        seen.add(b)
-    for hp in config.hops:
-        if hp.name in comp and hp.promise_within is not None:
-            for q in hp.promises:
-                if q in comp or q in seen or any(x in comp for x in config.descendants(q)):
-                    continue
-                d = comp[hp.name] + hp.promise_within
-                out.append(Expectation(q, hp.name, d, as_of - d, "promise"))
-                seen.add(q)
-    return sorted(out, key=lambda x: x.deadline)
+        return {(r.kind, r.hop, r.from_hop, r.field): r.status for r in conn.execute(q)}
 
 
 def _ago(us: int) -> str:
     return format_duration(us) + (" ago" if us >= 0 else " from now")
 
 
-def plain_words(kind: str, hop: str, from_hop: str, since: int, as_of: int, detail: str) -> str:
+def plain_words(
+    kind: str, hop: str, from_hop: str, since: int, as_of: int, evidence: dict[str, Any],
+    objects: list[str] | None = None,
+) -> str:  # fmt: skip
     """One sentence a support agent can read to a customer's case."""
+    from ordertrail.reconcile.render import objects_phrase
+
     age = _ago(as_of - since)
+    what = f" ({objects_phrase(objects, evidence.get('objects_total', {}))})" if objects else ""
     later = ""
-    if "later orders reached" in detail:
-        later = "; " + detail.split("; ")[2].split(":")[0].replace("since", "since then")
+    what_lost = "the order"
+    if objects:
+        what_lost = objects_phrase(objects, evidence.get("objects_total", {}))
+    if kind == "vanished":
+        n = int(evidence.get("later_orders", 0))
+        noun = "order" if not objects else objects[0].partition(":")[0]
+        reached = " or ".join(evidence.get("later_reached") or [hop])
+        later = f"; {n:,} later {noun}{'s' if n != 1 else ''} reached {reached} since then"
     return {
-        "vanished": f"{from_hop.capitalize()} done; {hop} was due {age} and never received the order{later}. "
-        f"It was lost between {from_hop} and {hop}.",
-        "stalled": f"{from_hop.capitalize()} done; {hop} was due {age}, but {hop} has not passed any later "
-        f"order either: {hop} is stuck or backlogged, not just this order.",
-        "confirmed_unfulfilled": f"The customer was told at {from_hop}; {hop} was promised by {age} and has not "
-        "happened.",
-        "duplicate": f"{hop.capitalize()} happened more than once ({age}): check for a double charge.",
-        "skipped": f"A later hop was reached without {hop} ({age}).",
-        "orphan": f"No {hop} for this order in the lookback: events arrived for an order that never started.",
-        "failed": f"{hop.capitalize()} failed {age} and was neither retried successfully nor cancelled.",
-        "mismatch": f"Values disagree between {from_hop} and {hop}: {detail.split(';')[0]}.",
-        "out_of_order": f"{hop.capitalize()} is recorded before {from_hop} ({age}): a clock or a replay is off.",
-        "late": f"{hop.capitalize()} happened, but late ({age}).",
-    }.get(kind, detail)
+        "vanished": f"{(from_hop or '').capitalize()} done; {hop} was due {age} and never received "
+        f"{what_lost}{later}. It was lost between {from_hop} and {hop}.",
+        "stalled": f"{(from_hop or '').capitalize()} done; {hop} was due {age}{what}, but {hop} "
+        f"has not passed any later order either: {hop} is stuck or backlogged, not just this order.",
+        "confirmed_unfulfilled": f"The customer was told at {from_hop}; {hop} was promised by "
+        f"{age}{what} and has not happened.",
+        "duplicate": f"{hop.capitalize()} happened more than once ({age}){what}: check for a "
+        "double charge.",
+        "skipped": f"A later hop ({evidence.get('later_hop')}) was reached without {hop} "
+        f"({age}){what}.",
+        "orphan": f"No {hop} for this order in the lookback: events arrived for an order that "
+        "never started.",
+        "failed": f"{hop.capitalize()} failed {age}{what} and was neither retried successfully "
+        "nor cancelled.",
+        "mismatch": f"Values disagree between {from_hop} and {hop}: {evidence.get('field')} "
+        f"{evidence.get('base_value')!s} vs {evidence.get('value')!s}.",
+        "out_of_order": f"{hop.capitalize()} is recorded before {from_hop} ({age}){what}: a clock "
+        "or a replay is off.",
+        "late": f"{hop.capitalize()} happened, but late ({age}){what}.",
+    }.get(kind, kind)
 
 
 def _state_words(state: str, exp: list[Expectation], as_of: int) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -25,11 +26,25 @@ DEFAULT_DB_URL = "sqlite:///ordertrail.db"
 SOURCE_KINDS = ("file", "kafka", "otlp")
 FILE_FORMATS = ("jsonl", "csv")
 
-_TOP_KEYS = {"store", "pipeline", "hops", "checks", "sources"}
+_TOP_KEYS = {"store", "pipeline", "objects", "hops", "checks", "sources"}
 _STORE_KEYS = {"url"}
 _PIPELINE_KEYS = {"name", "clock_skew", "lookback", "timezone", "personal", "searchable"}
-_HOP_KEYS = {"name", "next", "within", "unique", "promises", "promise_within", "closes"}
-_CHECK_KEYS = {"field", "hops", "tolerance"}
+_HOP_KEYS = {
+    "name",
+    "next",
+    "next_any",
+    "within",
+    "unique",
+    "unique_by",
+    "promises",
+    "promise_within",
+    "closes",
+    "each",
+    "when",
+}
+_OBJECT_KEYS = {"name", "via"}
+_CHECK_KEYS = {"field", "hops", "tolerance", "ignore_case"}
+_ATTRIBUTE_KEYS = {"path", "scale", "case", "strip_prefix"}
 _SOURCE_COMMON = {
     "name",
     "kind",
@@ -45,6 +60,10 @@ _SOURCE_COMMON = {
     "trace_id",
     "span_id",
     "timezone",
+    "objects",
+    "where",
+    "timestamp_format",
+    "max_quarantine",
 }
 _SOURCE_KIND_KEYS = {
     "file": {"path", "format", "delimiter"},
@@ -63,17 +82,38 @@ _SOURCE_KIND_KEYS = {
 }
 
 
+# A ``when`` condition: attribute -> the values it may have (compared as JSON values)
+Condition = Mapping[str, tuple[Any, ...]]
+
+
+@dataclass(frozen=True)
+class ObjectKind:
+    """Ids other systems use for an order or a part of it (items, parcels, tracking numbers)."""
+
+    name: str
+    via: str | None = None  # belongs to the orders of the ``via`` objects it is linked with
+
+
 @dataclass(frozen=True)
 class Hop:
     """A step of the pipeline that orders pass through."""
 
     name: str
     next: tuple[str, ...] = ()
-    within: Mapping[str, int] = field(default_factory=dict)  # next hop -> µs
+    within: Mapping[str, int] = field(default_factory=dict)  # next / next_any hop -> µs
     unique: bool = False
     promises: tuple[str, ...] = ()
     promise_within: int | None = None  # µs
     closes: bool = False
+    next_any: tuple[str, ...] = ()  # at least one of these must follow
+    each: str | None = None  # an object kind: every such object of the order must reach it
+    unique_by: str | None = None  # duplicates are distinct values of this attribute
+    when: Mapping[str, Condition] = field(default_factory=dict)  # next/promised hop -> condition
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """Every hop an edge leads to from here: ``next`` then ``next_any``."""
+        return self.next + self.next_any
 
 
 @dataclass(frozen=True)
@@ -83,6 +123,17 @@ class Check:
     field: str
     hops: tuple[str, ...]
     tolerance: float = 0.0
+    ignore_case: bool = False
+
+
+@dataclass(frozen=True)
+class AttributeSpec:
+    """How one stored attribute is taken from a record, and transformed on the way."""
+
+    path: str
+    scale: float | None = None  # multiply numbers (and numeric strings) by this
+    case: str | None = None  # "upper" | "lower"
+    strip_prefix: str | None = None
 
 
 @dataclass(frozen=True)
@@ -91,7 +142,7 @@ class SourceConfig:
 
     name: str
     kind: str
-    order_id: str
+    order_id: str | None
     timestamp: str
     hop: str | None = None
     hop_field: str | None = None
@@ -99,10 +150,14 @@ class SourceConfig:
     event_id: str | None = None
     phase: str | None = None
     phase_map: Mapping[str, str] = field(default_factory=dict)
-    attributes: Mapping[str, str] = field(default_factory=dict)  # stored name -> record path
+    attributes: Mapping[str, AttributeSpec] = field(default_factory=dict)  # stored name -> spec
     trace_id: str | None = None
     span_id: str | None = None
     timezone: str | None = None
+    objects: Mapping[str, str] = field(default_factory=dict)  # object kind -> record path
+    where: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)  # path -> allowed values
+    timestamp_format: str | None = None  # strptime format, tried before ISO-8601 and epoch
+    max_quarantine: float = 0.5  # ingest exits 4 when a run quarantines more than this share
     # file
     path: str | None = None
     base_dir: str | None = None  # relative paths are relative to the config file's folder
@@ -148,6 +203,7 @@ class Config:
     sources: tuple[SourceConfig, ...] = ()
     store_url: str | None = None
     path: str | None = None
+    objects: tuple[ObjectKind, ...] = ()
 
     # -- hop graph ---------------------------------------------------------------------------
     @property
@@ -162,18 +218,18 @@ class Config:
 
     @property
     def edges(self) -> tuple[tuple[str, str, int], ...]:
-        """Every edge a -> b with its time limit in µs, in config order."""
-        return tuple((h.name, b, h.within[b]) for h in self.hops for b in h.next)
+        """Every edge a -> b (``next`` and ``next_any`` members) with its time limit in µs."""
+        return tuple((h.name, b, h.within[b]) for h in self.hops for b in h.targets)
 
     @property
     def entry_hops(self) -> tuple[str, ...]:
         """Hops no edge leads into (closing hops excepted): where an order's trail starts."""
-        targets = {b for h in self.hops for b in h.next}
+        targets = {b for h in self.hops for b in h.targets}
         return tuple(h.name for h in self.hops if h.name not in targets and not h.closes)
 
     @property
     def terminal_hops(self) -> tuple[str, ...]:
-        return tuple(h.name for h in self.hops if not h.next and not h.closes)
+        return tuple(h.name for h in self.hops if not h.targets and not h.closes)
 
     @property
     def closing_hops(self) -> tuple[str, ...]:
@@ -183,14 +239,28 @@ class Config:
     def longest_path(self) -> int:
         """The longest sum of ``within`` along any path of the hop graph (µs)."""
         memo: dict[str, int] = {}
+        for h in reversed(self.topological_order):
+            hp = self.hop(h)
+            memo[h] = max((hp.within[b] + memo[b] for b in hp.targets), default=0)
+        return max(memo.values(), default=0)
 
-        def longest_from(h: str) -> int:
-            if h not in memo:
-                hp = self.hop(h)
-                memo[h] = max((hp.within[b] + longest_from(b) for b in hp.next), default=0)
-            return memo[h]
-
-        return max((longest_from(h) for h in self.hop_names), default=0)
+    @property
+    def topological_order(self) -> tuple[str, ...]:
+        """Hop names so that every edge points forward (iterative: hop chains may be long)."""
+        indeg = {h.name: 0 for h in self.hops}
+        for h in self.hops:
+            for b in h.targets:
+                indeg[b] += 1
+        ready = [h.name for h in self.hops if indeg[h.name] == 0]
+        out: list[str] = []
+        while ready:
+            n = ready.pop(0)
+            out.append(n)
+            for b in self.hop(n).targets:
+                indeg[b] -= 1
+                if indeg[b] == 0:
+                    ready.append(b)
+        return tuple(out)
 
     def ancestors(self, name: str) -> set[str]:
         """Hops on some path leading to ``name`` (not ``name`` itself)."""
@@ -209,13 +279,27 @@ class Config:
     def descendants(self, name: str) -> set[str]:
         """Hops on some path after ``name`` (not ``name`` itself)."""
         seen: set[str] = set()
-        stack = list(self.hop(name).next)
+        stack = list(self.hop(name).targets)
         while stack:
             c = stack.pop()
             if c not in seen:
                 seen.add(c)
-                stack.extend(self.hop(c).next)
+                stack.extend(self.hop(c).targets)
         return seen
+
+    def object_kind(self, name: str) -> ObjectKind:
+        for o in self.objects:
+            if o.name == name:
+                return o
+        raise KeyError(name)
+
+    @property
+    def object_names(self) -> tuple[str, ...]:
+        return tuple(o.name for o in self.objects)
+
+    def group_each(self, hop: Hop) -> str | None:
+        """The ``each`` kind shared by the members of a hop's ``next_any`` group."""
+        return self.hop(hop.next_any[0]).each if hop.next_any else None
 
     def source(self, name: str) -> SourceConfig:
         for s in self.sources:
@@ -230,27 +314,20 @@ class Config:
 
     @property
     def fingerprint(self) -> str:
-        """Hash of everything that affects classification (hops, checks, pipeline settings)."""
+        """Hash of everything that affects classification (hops, objects, checks, settings)."""
+        from dataclasses import asdict
+
         blob = json.dumps(
             {
-                "hops": [
-                    [
-                        h.name,
-                        list(h.next),
-                        dict(h.within),
-                        h.unique,
-                        list(h.promises),
-                        h.promise_within,
-                        h.closes,
-                    ]
-                    for h in self.hops
-                ],
-                "checks": [[c.field, list(c.hops), c.tolerance] for c in self.checks],
+                "hops": [asdict(h) for h in self.hops],
+                "objects": [asdict(o) for o in self.objects],
+                "checks": [asdict(c) for c in self.checks],
                 "skew": self.pipeline.clock_skew,
                 "lookback": self.pipeline.lookback,
                 "sources": {s.name: s.hop for s in self.sources},
             },
             sort_keys=True,
+            default=list,
         )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -414,14 +491,78 @@ def parse_config(data: Mapping[str, Any], path: str | None = None) -> Config:
     if settings.lookback <= 0:
         raise pr.fail("lookback", "must be longer than zero")
 
-    hops = _parse_hops(_tables(data, "hops", path), path)
+    objects = _parse_objects(_tables(data, "objects", path), path)
+    hops = _parse_hops(_tables(data, "hops", path), path, [o.name for o in objects])
     names = [h.name for h in hops]
     checks = _parse_checks(_tables(data, "checks", path), names, path)
-    sources = _parse_sources(_tables(data, "sources", path), names, path, settings.timezone)
-    return Config(settings, tuple(hops), tuple(checks), tuple(sources), store_url, path)
+    sources = _parse_sources(
+        _tables(data, "sources", path), names, path, settings.timezone, [o.name for o in objects]
+    )
+    return Config(
+        settings, tuple(hops), tuple(checks), tuple(sources), store_url, path, tuple(objects)
+    )
 
 
-def _parse_hops(tables: list[dict[str, Any]], path: str | None) -> list[Hop]:
+def _parse_objects(tables: list[dict[str, Any]], path: str | None) -> list[ObjectKind]:
+    out: list[ObjectKind] = []
+    for i, t in enumerate(tables):
+        r = _Reader(t, f"objects[{i}]", path)
+        r.check_keys(_OBJECT_KEYS)
+        name = r.text("name", required=True)
+        r.prefix = f"objects[{i}] ({name})"
+        if any(o.name == name for o in out):
+            raise r.fail("name", f"duplicate object kind {name!r}")
+        out.append(ObjectKind(name, r.text("via")))
+    names = [o.name for o in out]
+    for i, o in enumerate(out):
+        if o.via is None:
+            continue
+        key = f"objects[{i}] ({o.name}).via"
+        if o.via == o.name:
+            raise ConfigError(f"{o.name!r} cannot belong to orders via itself", path=path, key=key)
+        if o.via not in names:
+            hint = _closest(o.via, tuple(names))
+            extra = f" (did you mean {hint!r}?)" if hint else ""
+            raise ConfigError(f"unknown object kind {o.via!r}{extra}", path=path, key=key)
+        seen = [o.name]
+        via: str | None = o.via
+        while via is not None:
+            if via in seen:
+                cyc = " -> ".join([*seen, via])
+                raise ConfigError(f"cycle in via: {cyc}", path=path, key=key)
+            seen.append(via)
+            via = next(x.via for x in out if x.name == via)
+    return out
+
+
+def _parse_when(
+    r: _Reader, raw: Any, targets: tuple[str, ...], promises: tuple[str, ...]
+) -> dict[str, Condition]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise r.fail("when", "must be a table: next or promised hop -> { attribute = value(s) }")
+    out: dict[str, Condition] = {}
+    for hop, cond in raw.items():
+        if hop not in targets and hop not in promises:
+            raise r.fail(f"when.{hop}", f"{hop!r} is not in next, next_any or promises")
+        if not isinstance(cond, dict) or not cond:
+            raise r.fail(f"when.{hop}", "must be a table of attribute = value or [values]")
+        c: dict[str, tuple[Any, ...]] = {}
+        for attr, v in cond.items():
+            vals = tuple(v) if isinstance(v, list) else (v,)
+            if not vals or not all(isinstance(x, str | int | float | bool) for x in vals):
+                raise r.fail(
+                    f"when.{hop}.{attr}", f"must be a value or a list of values, not {v!r}"
+                )
+            c[attr] = vals
+        out[hop] = c
+    return out
+
+
+def _parse_hops(
+    tables: list[dict[str, Any]], path: str | None, object_kinds: list[str]
+) -> list[Hop]:
     if not tables:
         raise ConfigError("at least one [[hops]] entry is required", path=path, key="hops")
     raw: list[tuple[_Reader, Hop]] = []
@@ -437,25 +578,36 @@ def _parse_hops(tables: list[dict[str, Any]], path: str | None) -> list[Hop]:
         nxt = r.str_list("next")
         if len(set(nxt)) != len(nxt):
             raise r.fail("next", "names a hop twice")
+        nxt_any = r.str_list("next_any")
+        if len(set(nxt_any)) != len(nxt_any):
+            raise r.fail("next_any", "names a hop twice")
+        both = set(nxt) & set(nxt_any)
+        if both:
+            raise r.fail("next_any", f"{sorted(both)[0]!r} is in next as well")
+        if len(nxt_any) == 1:
+            raise r.fail("next_any", "needs two or more hops (one hop that must follow is next)")
+        targets = nxt + nxt_any
         within_raw = t.get("within")
         within: dict[str, int] = {}
-        if nxt:
+        if targets:
             if within_raw is None:
-                raise r.fail("within", "required when next is set (how long until each next hop)")
+                raise r.fail(
+                    "within", "required when next or next_any is set (how long until each)"
+                )
             if isinstance(within_raw, dict):
-                for b in nxt:
+                for b in targets:
                     if b not in within_raw:
                         raise r.fail("within", f"no time limit for next hop {b!r}")
                 for b, v in within_raw.items():
-                    if b not in nxt:
-                        raise r.fail(f"within.{b}", f"{b!r} is not in next")
+                    if b not in targets:
+                        raise r.fail(f"within.{b}", f"{b!r} is not in next or next_any")
                     try:
                         within[b] = parse_duration(v)
                     except ValueError as e:
                         raise r.fail(f"within.{b}", str(e)) from None
             else:
                 d = r.duration("within")
-                within = dict.fromkeys(nxt, d)
+                within = dict.fromkeys(targets, d)
         elif within_raw is not None:
             raise r.fail("within", "set, but the hop has no next hops")
         promises = r.str_list("promises")
@@ -465,12 +617,26 @@ def _parse_hops(tables: list[dict[str, Any]], path: str | None) -> list[Hop]:
         if pw is not None and not promises:
             raise r.fail("promise_within", "set, but the hop promises nothing")
         closes = r.flag("closes")
-        if closes and (nxt or promises):
+        if closes and (targets or promises):
             raise r.fail("closes", "a closing hop ends the order; it cannot have next or promises")
-        hop = Hop(name, nxt, within, r.flag("unique"), promises, pw, closes)
+        each = r.text("each")
+        if each is not None:
+            if each not in object_kinds:
+                hint = _closest(each, tuple(object_kinds))
+                extra = f" (did you mean {hint!r}?)" if hint else ""
+                declared = "" if object_kinds else " (declare it in [[objects]])"
+                raise r.fail("each", f"unknown object kind {each!r}{extra}{declared}")
+            if closes:
+                raise r.fail("each", "a closing hop closes the whole order; it cannot have each")
+        unique_by = r.text("unique_by")
+        unique = r.flag("unique", default=unique_by is not None)
+        if unique_by is not None and not unique:
+            raise r.fail("unique_by", "set, but unique = false")
+        when = _parse_when(r, t.get("when"), targets, promises)
+        hop = Hop(name, nxt, within, unique, promises, pw, closes, nxt_any, each, unique_by, when)
         raw.append((r, hop))
     for r, h in raw:
-        for k, targets in (("next", h.next), ("promises", h.promises)):
+        for k, targets in (("next", h.next), ("next_any", h.next_any), ("promises", h.promises)):
             for b in targets:
                 if b not in seen:
                     hint = _closest(b, tuple(seen))
@@ -478,28 +644,42 @@ def _parse_hops(tables: list[dict[str, Any]], path: str | None) -> list[Hop]:
                     raise r.fail(k, f"unknown hop {b!r}{extra}")
                 if b == h.name:
                     raise r.fail(k, f"hop {b!r} points at itself")
-    # cycles in next
-    graph = {h.name: h.next for _, h in raw}
+    by_name = {h.name: h for _, h in raw}
+    for r, h in raw:
+        if h.next_any:
+            kinds = {by_name[b].each for b in h.next_any}
+            if len(kinds) > 1:
+                shown = ", ".join(f"{b} ({by_name[b].each or 'no each'})" for b in h.next_any)
+                raise r.fail("next_any", f"members must have the same each: {shown}")
+    # cycles in next / next_any (iterative: a chain of thousands of hops must not recurse)
+    graph = {h.name: h.targets for _, h in raw}
     state: dict[str, int] = {}
-
-    def visit(n: str, trail: list[str]) -> None:
-        state[n] = 1
-        for c in graph[n]:
-            if state.get(c) == 1:
-                cyc = " -> ".join([*trail[trail.index(c) :], c]) if c in trail else c
-                raise ConfigError(f"cycle in next: {cyc}", path=path, key="hops")
-            if c not in state:
-                visit(c, [*trail, c])
-        state[n] = 2
-
-    for n in graph:
-        if n not in state:
-            visit(n, [n])
+    for root in graph:
+        if root in state:
+            continue
+        stack: list[tuple[str, int]] = [(root, 0)]
+        trail: list[str] = []
+        while stack:
+            n, pos = stack.pop()
+            if pos == 0:
+                state[n] = 1
+                trail.append(n)
+            if pos < len(graph[n]):
+                stack.append((n, pos + 1))
+                c = graph[n][pos]
+                if state.get(c) == 1:
+                    cyc = " -> ".join([*trail[trail.index(c) :], c])
+                    raise ConfigError(f"cycle in next: {cyc}", path=path, key="hops")
+                if c not in state:
+                    stack.append((c, 0))
+            else:
+                state[n] = 2
+                trail.pop()
     hops = [h for _, h in raw]
     for r, h in raw:
-        if h.closes and any(h.name in x.next for x in hops):
+        if h.closes and any(h.name in x.targets for x in hops):
             raise r.fail("closes", "a closing hop cannot be the next hop of another hop")
-    if not any(not h.closes and not any(h.name in x.next for x in hops) for h in hops):
+    if not any(not h.closes and not any(h.name in x.targets for x in hops) for h in hops):
         raise ConfigError("no entry hop (every hop is some hop's next)", path=path, key="hops")
     return hops
 
@@ -516,12 +696,67 @@ def _parse_checks(tables: list[dict[str, Any]], names: list[str], path: str | No
         for h in hops:
             if h not in names:
                 raise r.fail("hops", f"unknown hop {h!r}")
-        out.append(Check(fld, hops, r.number("tolerance", 0.0)))
+        out.append(Check(fld, hops, r.number("tolerance", 0.0), r.flag("ignore_case")))
+    return out
+
+
+def _parse_attributes(r: _Reader, raw: Any) -> dict[str, AttributeSpec]:
+    """``attributes``: a list of paths, or a table name = path | { path, scale, case, strip_prefix }."""
+    if isinstance(raw, list) and all(isinstance(a, str) and a for a in raw):
+        return {a: AttributeSpec(a) for a in raw}
+    if not isinstance(raw, dict):
+        raise r.fail("attributes", "must be a list of field paths or a table name = path")
+    out: dict[str, AttributeSpec] = {}
+    for name, v in raw.items():
+        if isinstance(v, str) and v:
+            out[name] = AttributeSpec(v)
+            continue
+        if not isinstance(v, dict):
+            raise r.fail(
+                f"attributes.{name}",
+                "must be a path or a table { path, scale, case, strip_prefix }",
+            )
+        ar = _Reader(v, r.key(f"attributes.{name}"), r.path)
+        ar.check_keys(_ATTRIBUTE_KEYS)
+        scale = v.get("scale")
+        if scale is not None and (
+            isinstance(scale, bool)
+            or not isinstance(scale, int | float)
+            or not math.isfinite(scale)
+        ):
+            raise ar.fail("scale", f"must be a number, not {scale!r}")
+        case = ar.text("case")
+        if case is not None and case not in ("upper", "lower"):
+            raise ar.fail("case", f"must be upper or lower, not {case!r}")
+        strip = v.get("strip_prefix")
+        if strip is not None and (not isinstance(strip, str) or not strip):
+            raise ar.fail("strip_prefix", f"must be a non-empty string, not {strip!r}")
+        out[name] = AttributeSpec(
+            ar.text("path", name), None if scale is None else float(scale), case, strip
+        )
+    return out
+
+
+def _parse_where(r: _Reader, raw: Any) -> dict[str, tuple[Any, ...]]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or not raw:
+        raise r.fail("where", "must be a table of field path = value or [values]")
+    out: dict[str, tuple[Any, ...]] = {}
+    for k, v in raw.items():
+        vals = tuple(v) if isinstance(v, list) else (v,)
+        if not vals or not all(isinstance(x, str | int | float | bool) for x in vals):
+            raise r.fail(f"where.{k}", f"must be a value or a list of values, not {v!r}")
+        out[k] = vals
     return out
 
 
 def _parse_sources(
-    tables: list[dict[str, Any]], names: list[str], path: str | None, default_tz: str
+    tables: list[dict[str, Any]],
+    names: list[str],
+    path: str | None,
+    default_tz: str,
+    object_kinds: list[str],
 ) -> list[SourceConfig]:
     out: list[SourceConfig] = []
     seen: set[str] = set()
@@ -556,13 +791,26 @@ def _parse_sources(
         for k, v in phase_map.items():
             if v not in ("completed", "started", "failed"):
                 raise r.fail(f"phase_map.{k}", f"must be completed, started or failed, not {v!r}")
-        attrs_raw = t.get("attributes", [])
-        if isinstance(attrs_raw, list) and all(isinstance(a, str) and a for a in attrs_raw):
-            attrs = {a: a for a in attrs_raw}
-        elif isinstance(attrs_raw, dict) and all(isinstance(a, str) for a in attrs_raw.values()):
-            attrs = dict(attrs_raw)
-        else:
-            raise r.fail("attributes", "must be a list of field paths or a table name = path")
+        attrs = _parse_attributes(r, t.get("attributes", []))
+        objects = r.str_map("objects")
+        for k, v in objects.items():
+            if k not in object_kinds:
+                hint = _closest(k, tuple(object_kinds))
+                extra = f" (did you mean {hint!r}?)" if hint else ""
+                declared = "" if object_kinds else " (declare it in [[objects]])"
+                raise r.fail(f"objects.{k}", f"unknown object kind {k!r}{extra}{declared}")
+            if not v:
+                raise r.fail(f"objects.{k}", "must be a field path")
+        where = _parse_where(r, t.get("where"))
+        tsf = r.text("timestamp_format")
+        if tsf is not None and "%" not in tsf:
+            raise r.fail(
+                "timestamp_format",
+                f"must be a strptime format such as '%d.%m.%Y %H:%M', not {tsf!r}",
+            )
+        mq = t.get("max_quarantine", 0.5)
+        if isinstance(mq, bool) or not isinstance(mq, int | float) or not 0 <= mq <= 1:
+            raise r.fail("max_quarantine", f"must be a share between 0 and 1, not {mq!r}")
         tz = r.text("timezone", default_tz)
         try:
             ZoneInfo(tz)
@@ -618,7 +866,7 @@ def _parse_sources(
             SourceConfig(
                 name=name,
                 kind=kind,
-                order_id=r.text("order_id", "order.id" if otlp else None, required=not otlp),
+                order_id=_order_id_path(r, otlp, bool(objects)),
                 timestamp=r.text("timestamp", "time" if otlp else None, required=not otlp),
                 hop=hop,
                 hop_field=hop_field,
@@ -630,7 +878,21 @@ def _parse_sources(
                 trace_id=r.text("trace_id", "trace_id" if otlp else None),
                 span_id=r.text("span_id", "span_id" if otlp else None),
                 timezone=tz,
+                objects=objects,
+                where=where,
+                timestamp_format=tsf,
+                max_quarantine=float(mq),
                 **kw,
             )
         )
     return out
+
+
+def _order_id_path(r: _Reader, otlp: bool, has_objects: bool) -> str | None:
+    """A source names orders by ``order_id``, objects by ``objects``, or both; not neither."""
+    v = r.text("order_id")
+    if v is None and otlp and not has_objects:
+        return "order.id"
+    if v is None and not has_objects:
+        raise r.fail("order_id", "required (or objects, naming ids of items, parcels, shipments)")
+    return v

@@ -17,9 +17,11 @@ from ordertrail.store.engine import check_connection, make_engine, migrate, safe
 from ordertrail.store.writer import (
     Checkpoint,
     WriteResult,
-    insert_events,
+    event_row,
+    insert_links,
     insert_quarantine,
     insert_rows,
+    now_us,
     refresh_source_watermark,
     upsert_checkpoints,
 )
@@ -70,8 +72,13 @@ class Store:
         (Kafka partitions): it is recomputed in the same transaction.
         """
         try:
+            all_rows = list(rows or ())
+            if events:
+                ts = now_us()
+                all_rows.extend(event_row(e, ts) for e in events)
             with self.engine.begin() as conn:
-                stored = insert_events(conn, events) + (insert_rows(conn, rows) if rows else 0)
+                stored = insert_rows(conn, all_rows) if all_rows else 0
+                insert_links(conn, all_rows)
                 q = insert_quarantine(conn, quarantined)
                 upsert_checkpoints(conn, checkpoints)
                 if source_watermark:
@@ -81,7 +88,7 @@ class Store:
             raise StoreError(f"store write failed: {reason}") from e
         except SQLAlchemyError as e:
             raise StoreError(f"store write failed: {e}") from e
-        offered = len(events) + (len(rows) if rows else 0)
+        offered = len(all_rows)
         return WriteResult(stored=stored, redelivered=offered - stored, quarantined=q)
 
     # -- reads --------------------------------------------------------------------------------
@@ -177,4 +184,5 @@ def row_to_event(r: Any) -> OrderEvent:
         attributes=orjson.loads(r["attributes"]) if r["attributes"] else {},
         ingested_at=r["ingested_at"],
         ingest_seq=r["ingest_seq"],
+        objects=orjson.loads(r["objects"]) if r["objects"] else {},
     )

@@ -41,9 +41,12 @@ events = Table(
     Column("span_id", Text),
     Column("attributes", Text, nullable=False, default="{}"),
     Column("ingested_at", BigInteger, nullable=False),
-    # one index serves redelivery checks and per-order lookups; order ids arrive roughly in
-    # order, so inserts stay local in the B-tree (a (source, event_id) key would be random)
-    UniqueConstraint("order_id", "source", "event_id", name="uq_events_identity"),
+    # the ids of other things the event is about, as JSON {"item": ["880004"]}; "" for none
+    Column("objects", Text, nullable=False, server_default=""),
+    # an event is the same event whatever its mapped values: fixing a mapping and reading the
+    # source again stores nothing twice
+    UniqueConstraint("source", "event_id", name="uq_events_identity"),
+    Index("ix_events_order", "order_id"),
     Index("ix_events_occurred", "occurred_at"),
     Index(
         "ix_events_trace",
@@ -51,6 +54,33 @@ events = Table(
         sqlite_where=text("trace_id IS NOT NULL"),
         postgresql_where=text("trace_id IS NOT NULL"),
     ),
+)
+
+# object <-> order (link_kind "") and object <-> object of another kind, with the earliest event
+# that showed the link; links hold for good, whichever event arrives first
+links = Table(
+    "links",
+    metadata,
+    Column("kind", Text, nullable=False),
+    Column("object_id", Text, nullable=False),
+    Column("link_kind", Text, nullable=False),
+    Column("link_id", Text, nullable=False),
+    Column("occurred_at", BigInteger, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("event_id", Text, nullable=False),
+    PrimaryKeyConstraint("kind", "object_id", "link_kind", "link_id", name="pk_links"),
+    Index("ix_links_target", "link_kind", "link_id"),
+)
+
+# which events name an object (kind, id): trace and partial loads find them without a scan
+event_objects = Table(
+    "event_objects",
+    metadata,
+    Column("kind", Text, nullable=False),
+    Column("object_id", Text, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("event_id", Text, nullable=False),
+    PrimaryKeyConstraint("kind", "object_id", "source", "event_id", name="pk_event_objects"),
 )
 
 quarantine = Table(
@@ -106,11 +136,18 @@ findings = Table(
     Column("from_hop", Text, nullable=False, default=""),
     Column("since", BigInteger, nullable=False),
     Column("detail", Text, nullable=False, default=""),
-    Column("status", Text, nullable=False),  # new | open | resolved
+    Column("status", Text, nullable=False),  # new | open | resolved | expired
     Column("first_run", Integer, nullable=False),
     Column("last_run", Integer, nullable=False),
     Column("amount", Float),
-    UniqueConstraint("order_id", "kind", "hop", "from_hop", name="uq_findings_identity"),
+    # "" except for an unlinked object's orphan finding: its "kind:id" (order_id is then "")
+    Column("object", Text, nullable=False, server_default=""),
+    Column("field", Text, nullable=False, server_default=""),  # a mismatch's attribute
+    Column("objects", Text, nullable=False, server_default="[]"),  # JSON ["item:SKU-1", ...]
+    Column("evidence", Text, nullable=False, server_default="{}"),  # JSON, detail's source
+    UniqueConstraint(
+        "order_id", "object", "kind", "hop", "from_hop", "field", name="uq_findings_identity"
+    ),
     Index("ix_findings_status", "status", "kind"),
     Index("ix_findings_hop", "hop"),
     Index("ix_findings_order", "order_id"),

@@ -33,6 +33,7 @@ EVENT_COLUMNS = (
     "span_id",
     "attributes",
     "ingested_at",
+    "objects",
 )
 
 
@@ -76,25 +77,94 @@ def now_us() -> int:
 def make_row(
     event_id: str, source: str, order_id: str, hop: str, phase: str, occurred_at: int,
     source_ref: str, trace_id: str | None, span_id: str | None, attributes: dict[str, Any],
-    ingested_at: int,
+    ingested_at: int, objects: dict[str, list[str]] | None = None,
 ) -> tuple[Any, ...]:  # fmt: skip
     """One ``events`` row in EVENT_COLUMNS order: the single place that lays a row out."""
     return (
         event_id, source, order_id, order_bucket(order_id), hop, phase, occurred_at, source_ref,
         trace_id, span_id, orjson.dumps(attributes).decode() if attributes else "{}", ingested_at,
+        orjson.dumps(objects).decode() if objects else "",
     )  # fmt: skip
+
+
+# positions in an events row, for the link builder
+_EID, _SRC, _OID, _T, _OBJ = 0, 1, 2, 6, 12
 
 
 def event_row(e: OrderEvent, ingested_at: int) -> tuple[Any, ...]:
     return make_row(e.event_id, e.source, e.order_id, e.hop, e.phase, e.occurred_at, e.source_ref,
-                    e.trace_id, e.span_id, e.attributes, ingested_at)  # fmt: skip
+                    e.trace_id, e.span_id, e.attributes, ingested_at, e.objects)  # fmt: skip
+
+
+LinkKey = tuple[str, str, str, str]  # kind, object_id, link_kind ("" = order), link_id
+
+
+def link_rows(
+    rows: Sequence[tuple[Any, ...]],
+) -> tuple[list[tuple[Any, ...]], list[tuple[str, str, str, str]]]:
+    """The links the events of ``rows`` show — each object with the event's order, and with the
+    event's objects of other kinds (both ways), per link the earliest (time, source, event id) —
+    and the (kind, object id, source, event id) mentions."""
+    best: dict[LinkKey, tuple[int, str, str]] = {}
+    mentions: list[tuple[str, str, str, str]] = []
+
+    def add(key: LinkKey, ev: tuple[int, str, str]) -> None:
+        cur = best.get(key)
+        if cur is None or ev < cur:
+            best[key] = ev
+
+    for r in rows:
+        if not r[_OBJ]:
+            continue
+        objects: dict[str, list[str]] = orjson.loads(r[_OBJ])
+        ev = (r[_T], r[_SRC], r[_EID])
+        order = r[_OID]
+        named = [(k, i) for k, ids in objects.items() for i in ids]
+        mentions.extend((k, i, r[_SRC], r[_EID]) for k, i in named)
+        for k, i in named:
+            if order:
+                add((k, i, "", order), ev)
+            for k2, i2 in named:
+                if k2 != k:
+                    add((k, i, k2, i2), ev)
+    return [(*k, *v) for k, v in best.items()], mentions
+
+
+_LINK_COLUMNS = "kind, object_id, link_kind, link_id, occurred_at, source, event_id"
+
+
+def insert_links(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> int:
+    """Store the links and mentions of these events rows; a link already known keeps its
+    earliest event."""
+    links, mentions = link_rows(rows)
+    if not mentions:
+        return 0
+    mark = "%s" if conn.dialect.name == "postgresql" else "?"
+    conn.exec_driver_sql(
+        f"INSERT INTO event_objects (kind, object_id, source, event_id) VALUES "
+        f"({', '.join([mark] * 4)}) ON CONFLICT DO NOTHING",
+        sorted(set(mentions)),
+    )
+    if not links:
+        return 0
+    sql = (
+        f"INSERT INTO links ({_LINK_COLUMNS}) VALUES ({', '.join([mark] * 7)}) "
+        "ON CONFLICT (kind, object_id, link_kind, link_id) DO UPDATE SET "
+        "occurred_at = excluded.occurred_at, source = excluded.source, "
+        "event_id = excluded.event_id "
+        "WHERE (excluded.occurred_at, excluded.source, excluded.event_id) < "
+        "(links.occurred_at, links.source, links.event_id)"
+    )
+    links.sort()  # a fixed order: concurrent writers take row locks in the same order
+    conn.exec_driver_sql(sql, links)
+    return len(links)
 
 
 def _insert_events_sqlite(conn: Connection, rows: list[tuple[Any, ...]]) -> int:
     cols = ", ".join(EVENT_COLUMNS)
     marks = ", ".join("?" * len(EVENT_COLUMNS))
     cur = conn.exec_driver_sql(
-        f"INSERT INTO events ({cols}) VALUES ({marks}) ON CONFLICT (order_id, source, event_id) DO NOTHING",
+        f"INSERT INTO events ({cols}) VALUES ({marks}) ON CONFLICT (source, event_id) DO NOTHING",
         rows,
     )
     return int(cur.rowcount)
@@ -104,7 +174,7 @@ _PG_STAGE = """
 CREATE TEMP TABLE IF NOT EXISTS _ot_stage (
     pos bigint, event_id text, source text, order_id text, order_bucket int, hop text, phase text,
     occurred_at bigint, source_ref text, trace_id text, span_id text, attributes text,
-    ingested_at bigint
+    ingested_at bigint, objects text
 ) ON COMMIT DELETE ROWS
 """
 
@@ -129,7 +199,7 @@ def _copy_insert(raw: Any, cols: str, rows: list[tuple[Any, ...]]) -> int:
                 cp.write_row((i, *r))
         cur.execute(
             f"INSERT INTO events ({cols}) SELECT {cols} FROM _ot_stage ORDER BY pos "
-            "ON CONFLICT (order_id, source, event_id) DO NOTHING"
+            "ON CONFLICT (source, event_id) DO NOTHING"
         )
         n = cur.rowcount
         cur.execute("DELETE FROM _ot_stage")

@@ -1,0 +1,910 @@
+"""The rules: one function per finding kind over the per-order state, vectorized over orders and
+their object units. Each returns unit rows (order, hop, from_hop, field, since, object,
+evidence); :func:`judge_all` groups them into findings, one per (order, kind, hop, from_hop,
+field), listing the objects concerned. Details are rendered later, from the evidence."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from ordertrail.reconcile.evidence import EdgeProgress
+from ordertrail.reconcile.plan import Plan, Requirement
+from ordertrail.reconcile.state import COMPLETED, MISSING, SEP, State, Units, condition_mask
+from ordertrail.schemas.event import us_to_iso
+
+F = npt.NDArray[np.float64]
+B = npt.NDArray[np.bool_]
+I64 = npt.NDArray[np.int64]
+
+KINDS = (
+    "vanished", "stalled", "confirmed_unfulfilled", "duplicate", "skipped", "orphan",
+    "failed", "mismatch", "out_of_order", "late",
+)  # fmt: skip
+INFORMATIONAL = frozenset({"late"})
+# kinds an orphan still gets: facts about its events, not expectations along the path
+ORPHAN_KEEPS = frozenset({"duplicate", "mismatch", "orphan"})
+
+# (requirement, unit kind, t_a of every unit, reach of every unit) -> the edge's population
+ProgressProvider = Callable[[Requirement, F, F], EdgeProgress]
+# event indexes -> (source, event_id) per event (for tie-breaks)
+EventKeys = Callable[[Any], tuple[list[str], list[str]]]
+
+
+def iso(us: float) -> str | None:
+    return None if us is None or np.isnan(us) else us_to_iso(int(us))
+
+
+def _nanmin(arrs: Iterable[F], n: int) -> F:
+    out = np.full(n, np.nan)
+    for a in arrs:
+        out = np.fmin(out, a)
+    return out
+
+
+@dataclass
+class Rows:
+    """Unit rows of one kind, before grouping into findings."""
+
+    kind: str
+    o: list[I64] = field(default_factory=list)
+    hop: list[Any] = field(default_factory=list)
+    from_hop: list[Any] = field(default_factory=list)
+    since: list[F] = field(default_factory=list)
+    obj: list[Any] = field(default_factory=list)
+    evidence: list[list[dict[str, Any]]] = field(default_factory=list)
+    field_: list[Any] = field(default_factory=list)
+
+    def add(
+        self, o: I64, hop: Any, from_hop: Any, since: F, obj: Any, evidence: list[dict[str, Any]],
+        fld: Any = "",
+    ) -> None:  # fmt: skip
+        if len(o) == 0:
+            return
+        n = len(o)
+        self.o.append(np.asarray(o, dtype=np.int64))
+        self.hop.append(
+            np.asarray(hop, dtype=object)
+            if not isinstance(hop, str)
+            else np.full(n, hop, dtype=object)
+        )
+        self.from_hop.append(
+            np.full(n, from_hop, dtype=object)
+            if isinstance(from_hop, str)
+            else np.asarray(from_hop, dtype=object)
+        )
+        self.since.append(np.asarray(since, dtype=np.float64))
+        self.obj.append(np.asarray(obj, dtype=object))
+        self.evidence.append(evidence)
+        self.field_.append(
+            np.full(n, fld, dtype=object) if isinstance(fld, str) else np.asarray(fld, dtype=object)
+        )
+
+    def frame(self) -> pd.DataFrame:
+        if not self.o:
+            return pd.DataFrame(
+                {
+                    c: pd.Series(dtype=object)
+                    for c in ("hop", "from_hop", "field", "obj", "evidence")
+                }
+                | {"o": pd.Series(dtype=np.int64), "since": pd.Series(dtype=np.float64)}
+            ).assign(kind=pd.Series(dtype=object))
+        ev: list[dict[str, Any]] = [e for part in self.evidence for e in part]
+        return pd.DataFrame(
+            {
+                "o": np.concatenate(self.o),
+                "kind": self.kind,
+                "hop": np.concatenate(self.hop),
+                "from_hop": np.concatenate(self.from_hop),
+                "field": np.concatenate(self.field_),
+                "since": np.concatenate(self.since),
+                "obj": np.concatenate(self.obj),
+                "evidence": ev,
+            }
+        )
+
+
+@dataclass
+class Context:
+    """What the rules read: the state, the plan, times, and cross-order providers."""
+
+    state: State
+    as_of: int
+    judge: dict[int, float]  # hop index -> judge time
+    window_start: int | None = None
+    progress: ProgressProvider | None = None
+    event_keys: EventKeys | None = None
+    # order ids -> those with an event of their own at or before the window start
+    started_before: Callable[[list[str]], set[str]] | None = None
+    last_activity: dict[str, float | None] = field(default_factory=dict)  # hop -> last event
+    waiting: dict[str, int] = field(default_factory=dict)  # hop -> units waiting on watermarks
+    pending_due: F = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pending_due = np.full(len(self.state), np.nan)
+
+    @property
+    def plan(self) -> Plan:
+        return self.state.plan
+
+    @property
+    def n(self) -> int:
+        return len(self.state)
+
+    @property
+    def skew(self) -> int:
+        return self.plan.config.pipeline.clock_skew
+
+    def j(self, h: int) -> float:
+        return self.judge.get(h, float(self.as_of))
+
+    def note_pending(self, o: I64, due: F) -> None:
+        """Orders with an expectation not yet judged: in flight, next due at ``due``."""
+        if len(o):
+            np.fmin.at(self.pending_due, o, due)
+
+    @cached_property
+    def entered(self) -> B:
+        af = self.state.any_first
+        out = np.zeros(self.n, dtype=bool)
+        for e in self.plan.entry:
+            out |= ~np.isnan(af[:, e])
+        return out
+
+    @property
+    def orphan(self) -> B:
+        """Orders with no event at an entry hop: they get no expectation findings."""
+        return ~self.entered
+
+    @cached_property
+    def closed_at(self) -> F:
+        comp = self.state.first[:, :, COMPLETED]
+        return _nanmin((comp[:, c] for c in self.plan.closing), self.n)
+
+    @cached_property
+    def closed(self) -> B:
+        return ~np.isnan(self.closed_at)
+
+    def condition(self, cond: Any) -> tuple[B, list[tuple[str, ...]] | None]:
+        key = repr(cond)
+        cache = self.__dict__.setdefault("_cond_cache", {})
+        if key not in cache:
+            cache[key] = condition_mask(self.state, cond)
+        return cache[key]
+
+    # -- unit helpers ----------------------------------------------------------------------
+    def units(self, kind: str | None) -> Units:
+        return self.state.units[kind]
+
+    def t_from(self, u: Units, a: int) -> F:
+        """The time an edge counts from, per unit: the object's own time at ``a`` when ``a`` has
+        the unit's kind, else the order's (all objects reached) time."""
+        if u.kind is not None and self.plan.each[a] == u.kind:
+            return u.comp_first[:, a]
+        return self.state.comp_all[u.order, a]
+
+    def passed(self, u: Units, h: int, *, completed: bool = False) -> tuple[F, I64]:
+        """Earliest time each unit reached a later hop (same-kind hops for objects, any hop for
+        an order unit), and which hop (-1 none). ``completed``: completed events only."""
+        st = self.state
+        nu = len(u)
+        best = np.full(nu, np.nan)
+        which = np.full(nu, -1, dtype=np.int64)
+        is_obj = u.is_obj
+        src_u = u.comp_first if completed else u.reach_first
+        src_o = st.comp_any if completed else st.reach_any
+        for d in sorted(self.plan.desc[h]):
+            same = u.kind is not None and self.plan.each[d] == u.kind
+            vals = np.where(is_obj, src_u[:, d] if same else np.nan, src_o[u.order, d])
+            better = ~np.isnan(vals) & (np.isnan(best) | (vals < best))
+            best = np.where(better, vals, best)
+            which = np.where(better, d, which)
+        return best, which
+
+    def reach(self, u: Units, h: int) -> F:
+        return u.reach_first[:, h]
+
+
+def _ev(**kw: Any) -> dict[str, Any]:
+    return {k: v for k, v in kw.items() if v is not None}
+
+
+# -- edges ------------------------------------------------------------------------------------
+
+
+@dataclass
+class EdgeFacts:
+    req: Requirement
+    u: Units
+    ta: F
+    reach: F
+    deadline: F
+    label: npt.NDArray[np.object_]
+    judge: F
+    overdue: B
+    moved: B
+    later: I64
+    late: B
+    ooo_unit: B | None  # per unit (same each), else None
+    ooo_order: B | None  # per order
+    ooo_first_a: F | None
+    ooo_first_b: F | None
+    missing_attrs: list[tuple[str, ...]] | None
+
+
+def _label_table(plan: Plan, req: Requirement, act: list[B]) -> npt.NDArray[np.object_]:
+    """Per order, the hop a finding names: the target, or the group's active members."""
+    n = len(act[0]) if act else 0
+    if not req.group:
+        return np.full(n, plan.names[req.targets[0]], dtype=object)
+    code = np.zeros(n, dtype=np.int64)
+    for i, a in enumerate(act):
+        code |= a.astype(np.int64) << i
+    labels = {}
+    for c in np.unique(code):
+        members = [plan.names[m] for i, m in enumerate(req.targets) if (int(c) >> i) & 1]
+        labels[int(c)] = "|".join(members)
+    return (
+        np.array([labels[int(c)] for c in code], dtype=object) if n else np.empty(0, dtype=object)
+    )
+
+
+def _missing_for(
+    missing: list[list[tuple[str, ...]] | None], n: int
+) -> list[tuple[str, ...]] | None:
+    if all(m is None for m in missing):
+        return None
+    out: list[tuple[str, ...]] = []
+    for i in range(n):
+        s: list[str] = []
+        for m in missing:
+            if m is not None:
+                s.extend(x for x in m[i] if x not in s)
+        out.append(tuple(s))
+    return out
+
+
+def edge_facts(ctx: Context) -> list[EdgeFacts]:
+    cache = ctx.__dict__.get("_edge_facts")
+    if cache is not None:
+        return cache
+    plan, st = ctx.plan, ctx.state
+    out: list[EdgeFacts] = []
+    for req in plan.requirements:
+        u = ctx.units(req.each)
+        uo = u.order
+        conds = [ctx.condition(c) for c in req.conds]
+        act = [c[0] for c in conds]
+        any_act = np.zeros(ctx.n, dtype=bool)
+        within = np.full(ctx.n, np.nan)
+        judge = np.full(ctx.n, np.nan)
+        for a, w, m in zip(act, req.within, req.targets, strict=True):
+            any_act |= a
+            within = np.where(a, np.fmax(within, w), within)
+            judge = np.where(a, np.fmin(judge, ctx.j(m)), judge)
+        labels = _label_table(plan, req, act)
+        missing_attrs = _missing_for([c[1] for c in conds], ctx.n)
+        ta = ctx.t_from(u, req.src)
+        reach = _nanmin((u.reach_first[:, m] for m in req.targets), len(u))
+        passed = _nanmin((ctx.passed(u, m)[0] for m in req.targets), len(u))
+        satisfied = ~np.isnan(reach) | ~np.isnan(passed)
+        deadline = ta + within[uo]
+        jd = judge[uo]
+        live = any_act[uo] & ~ctx.orphan[uo]
+        missing = live & ~np.isnan(ta) & ~satisfied & ~ctx.closed[uo]
+        with np.errstate(invalid="ignore"):
+            overdue = missing & (deadline < jd)
+            late = live & ~np.isnan(ta) & ~np.isnan(reach) & (reach > deadline)
+        ctx.note_pending(uo[missing & ~overdue], deadline[missing & ~overdue])
+        waits = missing & ~overdue & (deadline < ctx.as_of)
+        if waits.any():
+            for lab, cnt in pd.Series(labels[uo[waits]]).value_counts().items():
+                ctx.waiting[str(lab)] = ctx.waiting.get(str(lab), 0) + int(cnt)
+        moved = np.zeros(len(u), dtype=bool)
+        later = np.zeros(len(u), dtype=np.int64)
+        oi = np.flatnonzero(overdue)
+        if len(oi):
+            pop_ok = ~np.isnan(ta) & ~np.isnan(reach)
+            if ctx.progress is not None:
+                prog = ctx.progress(req, ta, reach)
+            else:
+                prog = EdgeProgress(ta[pop_ok], reach[pop_ok])
+            mv = prog.moved_on(ta[oi], deadline[oi])
+            moved[oi] = mv
+            vi = oi[mv]
+            if len(vi):
+                later[vi] = prog.count_later(ta[vi], deadline[vi])
+        # out of order: per object when both hops have the object's kind, else per order
+        ooo_unit = ooo_order = first_a = first_b = None
+        same = req.each is not None and plan.each[req.src] == req.each
+        with np.errstate(invalid="ignore"):
+            if same:
+                ooo_unit = live & (reach < ta - ctx.skew)
+            else:
+                first_b = _nanmin((st.reach_any[:, m] for m in req.targets), ctx.n)
+                first_a = st.comp_any[:, req.src]
+                ooo_order = any_act & ~ctx.orphan & (first_b < first_a - ctx.skew)
+        out.append(
+            EdgeFacts(
+                req,
+                u,
+                ta,
+                reach,
+                deadline,
+                labels[uo],
+                jd,
+                overdue,
+                moved,
+                later,
+                late,
+                ooo_unit,
+                ooo_order,
+                first_a,
+                first_b,
+                missing_attrs,
+            )
+        )
+    ctx.__dict__["_edge_facts"] = out
+    return out
+
+
+def _edge_rows(ctx: Context, kind: str, pick: Callable[[EdgeFacts], B]) -> Rows:
+    rows = Rows(kind)
+    plan = ctx.plan
+    last = ctx.last_activity
+    for f in edge_facts(ctx):
+        ix = np.flatnonzero(pick(f))
+        if not len(ix):
+            continue
+        a = plan.names[f.req.src]
+        ev = []
+        for i in ix:
+            o = int(f.u.order[i])
+            e = _ev(
+                from_hop=a, from_at=iso(f.ta[i]), deadline=iso(f.deadline[i]),
+                overdue_s=round((ctx.as_of - f.deadline[i]) / 1e6),
+                judged_until=iso(f.judge[i]),
+            )  # fmt: skip
+            if kind == "vanished":
+                e["later_orders"] = int(f.later[i])
+                if f.req.group:  # the count is over every member of the group
+                    e["later_reached"] = [plan.names[m] for m in f.req.targets]
+            else:
+                lab = str(f.label[i])
+                acts = [last.get(m) for m in lab.split("|")]
+                known = [x for x in acts if x is not None]
+                e["last_hop_event"] = iso(max(known)) if known else None
+            if f.missing_attrs is not None and f.missing_attrs[o]:
+                e["missing_attributes"] = list(f.missing_attrs[o])
+            ev.append(e)
+        rows.add(f.u.order[ix], f.label[ix], a, f.deadline[ix], f.u.obj[ix], ev)
+    return rows
+
+
+def vanished(ctx: Context) -> Rows:
+    """Overdue on an edge, and the next hop has since passed an order (or object) that reached
+    the edge's first hop later: the pipeline moved on past this one — lost between them."""
+    return _edge_rows(ctx, "vanished", lambda f: f.overdue & f.moved)
+
+
+def stalled(ctx: Context) -> Rows:
+    """Overdue on an edge, and the next hop has passed nothing that reached the first hop later:
+    the hop (or the link to it) is stopped or backlogged."""
+    return _edge_rows(ctx, "stalled", lambda f: f.overdue & ~f.moved)
+
+
+def out_of_order(ctx: Context) -> Rows:
+    """The next hop reached before the edge's first hop by more than the clock skew."""
+    rows = Rows("out_of_order")
+    plan = ctx.plan
+    for f in edge_facts(ctx):
+        a = plan.names[f.req.src]
+        if f.ooo_unit is not None:
+            ix = np.flatnonzero(f.ooo_unit)
+            ev = [_ev(reached_at=iso(f.reach[i]), from_hop=a, from_at=iso(f.ta[i]),
+                      skew_s=ctx.skew // 1_000_000) for i in ix]  # fmt: skip
+            rows.add(f.u.order[ix], f.label[ix], a, f.reach[ix], f.u.obj[ix], ev)
+        elif f.ooo_order is not None and f.ooo_first_a is not None and f.ooo_first_b is not None:
+            ix = np.flatnonzero(f.ooo_order)
+            labels = _label_table(plan, f.req, [ctx.condition(c)[0] for c in f.req.conds])
+            fa, fb = f.ooo_first_a, f.ooo_first_b
+            ev = [_ev(reached_at=iso(fb[i]), from_hop=a, from_at=iso(fa[i]),
+                      skew_s=ctx.skew // 1_000_000) for i in ix]  # fmt: skip
+            rows.add(ix, labels[ix], a, fb[ix], np.full(len(ix), None, dtype=object), ev)
+    return rows
+
+
+# -- promises ---------------------------------------------------------------------------------
+
+
+@dataclass
+class PromiseFacts:
+    src: int
+    target: int
+    u: Units
+    tp: F
+    deadline: F
+    keep: F
+    unkept_overdue: B
+    late: B
+    missing_attrs: list[tuple[str, ...]] | None
+    waiting: B  # active, made, not kept, order not closed
+
+
+def promise_facts(ctx: Context) -> list[PromiseFacts]:
+    cache = ctx.__dict__.get("_promise_facts")
+    if cache is not None:
+        return cache
+    out = []
+    plan, st = ctx.plan, ctx.state
+    for p in plan.promises:
+        u = ctx.units(plan.each[p.target])
+        uo = u.order
+        act, missing_attrs = ctx.condition(p.cond)
+        tp = st.comp_all[uo, p.src]
+        later, _ = ctx.passed(u, p.target, completed=True)
+        keep = np.fmin(u.comp_first[:, p.target], later)
+        deadline = tp + p.within
+        live = act[uo] & ~ctx.orphan[uo] & ~np.isnan(tp)
+        missing = live & np.isnan(keep) & ~ctx.closed[uo]
+        with np.errstate(invalid="ignore"):
+            overdue = missing & (deadline < ctx.j(p.target))
+            late = live & ~np.isnan(keep) & (keep > deadline)
+        ctx.note_pending(uo[missing & ~overdue], deadline[missing & ~overdue])
+        waits = missing & ~overdue & (deadline < ctx.as_of)
+        if waits.any():
+            name = plan.names[p.target]
+            ctx.waiting[name] = ctx.waiting.get(name, 0) + len(np.unique(uo[waits]))
+        out.append(
+            PromiseFacts(
+                p.src, p.target, u, tp, deadline, keep, overdue, late, missing_attrs, missing
+            )
+        )
+    ctx.__dict__["_promise_facts"] = out
+    return out
+
+
+def confirmed_unfulfilled(ctx: Context) -> Rows:
+    """A promising hop told the customer; a promised hop was not reached (by every object) in
+    time."""
+    rows = Rows("confirmed_unfulfilled")
+    plan = ctx.plan
+    for f in promise_facts(ctx):
+        ix = np.flatnonzero(f.unkept_overdue)
+        ev = []
+        for i in ix:
+            e = _ev(promised_at=iso(f.tp[i]), deadline=iso(f.deadline[i]),
+                    overdue_s=round((ctx.as_of - f.deadline[i]) / 1e6))  # fmt: skip
+            o = int(f.u.order[i])
+            if f.missing_attrs is not None and f.missing_attrs[o]:
+                e["missing_attributes"] = list(f.missing_attrs[o])
+            ev.append(e)
+        rows.add(f.u.order[ix], plan.names[f.target], plan.names[f.src], f.deadline[ix],
+                 f.u.obj[ix], ev)  # fmt: skip
+    return rows
+
+
+def late(ctx: Context) -> Rows:
+    """Informational: a hop reached after its deadline; a promise kept after its deadline."""
+    rows = Rows("late")
+    plan = ctx.plan
+    for f in edge_facts(ctx):
+        ix = np.flatnonzero(f.late)
+        ev = [_ev(reached_at=iso(f.reach[i]), deadline=iso(f.deadline[i]),
+                  late_s=round((f.reach[i] - f.deadline[i]) / 1e6), from_at=iso(f.ta[i]))
+              for i in ix]  # fmt: skip
+        rows.add(f.u.order[ix], f.label[ix], plan.names[f.req.src], f.reach[ix], f.u.obj[ix], ev)
+    for p in promise_facts(ctx):
+        ix = np.flatnonzero(p.late)
+        ev = [_ev(kept_at=iso(p.keep[i]), deadline=iso(p.deadline[i]), promise=True,
+                  late_s=round((p.keep[i] - p.deadline[i]) / 1e6), promised_at=iso(p.tp[i]))
+              for i in ix]  # fmt: skip
+        rows.add(
+            p.u.order[ix], plan.names[p.target], plan.names[p.src], p.keep[ix], p.u.obj[ix], ev
+        )
+    return rows
+
+
+# -- skipped ----------------------------------------------------------------------------------
+
+
+def skipped(ctx: Context) -> Rows:
+    """A later hop reached while a required earlier hop on its path never was."""
+    rows = Rows("skipped")
+    plan = ctx.plan
+    entry = set(plan.entry)
+    # a hop required through an active `next` edge
+    for g in range(plan.n_hops):
+        if g in entry or g in plan.closing:
+            continue
+        parents = [r for r in plan.requirements if not r.group and r.targets == (g,)]
+        if not parents:
+            continue
+        required = np.zeros(ctx.n, dtype=bool)
+        for r in parents:
+            required |= ctx.condition(r.conds[0])[0]
+        u = ctx.units(plan.each[g])
+        uo = u.order
+        later, which = ctx.passed(u, g)
+        miss = required[uo] & np.isnan(u.reach_first[:, g]) & ~np.isnan(later) & ~ctx.orphan[uo]
+        _emit_skip(
+            ctx, rows, u, miss, later, which, np.full(len(u), plan.names[g], dtype=object), ctx.j(g)
+        )
+    # a group none of whose members was reached, though a later hop was
+    for r in plan.requirements:
+        if not r.group:
+            continue
+        u = ctx.units(r.each)
+        uo = u.order
+        acts = [ctx.condition(c)[0][uo] for c in r.conds]
+        reached = np.zeros(len(u), dtype=bool)
+        for m in r.targets:
+            reached |= ~np.isnan(u.reach_first[:, m])
+        passed = [ctx.passed(u, m) for m in r.targets]
+        has_p = [~np.isnan(p[0]) for p in passed]
+        any_act = np.zeros(len(u), dtype=bool)
+        for a in acts:
+            any_act |= a
+        any_p = np.zeros(len(u), dtype=bool)
+        for hp in has_p:
+            any_p |= hp
+        miss = any_act & ~reached & any_p & ~ctx.orphan[uo]
+        # the members to name: passed and active, else passed
+        act_p = [hp & a for hp, a in zip(has_p, acts, strict=True)]
+        any_act_p = np.zeros(len(u), dtype=bool)
+        for x in act_p:
+            any_act_p |= x
+        chosen = [np.where(any_act_p, ap, hp) for ap, hp in zip(act_p, has_p, strict=True)]
+        code = np.zeros(len(u), dtype=np.int64)
+        for i, c in enumerate(chosen):
+            code |= c.astype(np.int64) << i
+        names: dict[int, str] = {}
+        for c in np.unique(code[miss]):
+            names[int(c)] = "|".join(
+                plan.names[m] for i, m in enumerate(r.targets) if (int(c) >> i) & 1
+            )
+        label = np.array([names.get(int(c), "") for c in code], dtype=object)
+        later = np.full(len(u), np.nan)
+        which = np.full(len(u), -1, dtype=np.int64)
+        jd = np.full(len(u), np.inf)
+        for c, (t, w), m in zip(chosen, passed, r.targets, strict=True):
+            better = c & ~np.isnan(t) & (np.isnan(later) | (t < later))
+            later = np.where(better, t, later)
+            which = np.where(better, w, which)
+            jd = np.minimum(jd, ctx.j(m))  # judged once every member's sources are
+        _emit_skip(ctx, rows, u, miss, later, which, label, jd)
+    return rows
+
+
+def _emit_skip(
+    ctx: Context, rows: Rows, u: Units, miss: B, later: F, which: I64, label: Any, jd: Any
+) -> None:
+    with np.errstate(invalid="ignore"):
+        judged = miss & (later < jd)
+    pend = miss & ~judged
+    ctx.note_pending(u.order[pend], later[pend])
+    ix = np.flatnonzero(judged)
+    plan = ctx.plan
+    ev = [_ev(later_hop=plan.names[int(which[i])], later_at=iso(later[i])) for i in ix]
+    rows.add(u.order[ix], np.asarray(label, dtype=object)[ix], "", later[ix], u.obj[ix], ev)
+
+
+# -- duplicate --------------------------------------------------------------------------------
+
+
+def duplicate(ctx: Context, values: dict[str, Any] | None = None) -> Rows:
+    """A unique hop reached by two or more distinct completed events (or distinct values of its
+    ``unique_by`` attribute)."""
+    rows = Rows("duplicate")
+    plan, st = ctx.plan, ctx.state
+    data = st.data
+    values = values or {}
+    for h, hp in enumerate(plan.config.hops):
+        if not hp.unique:
+            continue
+        u = ctx.units(hp.each)
+        pairs = _unit_events(st, u, h)
+        if hp.unique_by:
+            vmap: dict[int, Any] = values.get(hp.unique_by, {})
+            keys = [vmap.get(int(data.seq[e]), MISSING) for e in pairs["ev"]]
+            pairs = pairs.assign(v=[_key(k) for k in keys])
+            pairs = pairs[[k is not MISSING for k in keys]]
+        else:
+            pairs = pairs.assign(v=pairs["ev"].to_numpy())
+        if pairs.empty:
+            continue
+        pairs = pairs.assign(t=data.t[pairs["ev"].to_numpy(dtype=np.int64)])
+        firsts = pairs.groupby(["u", "v"], sort=False)["t"].min().reset_index()
+        firsts = firsts.sort_values(["u", "t"], kind="stable")
+        firsts["rank"] = firsts.groupby("u").cumcount()
+        cnt = firsts.groupby("u").size()
+        second = firsts[firsts["rank"] == 1].set_index("u")["t"]
+        first_t = firsts[firsts["rank"] == 0].set_index("u")["t"]
+        ui = second.index.to_numpy(dtype=np.int64)
+        ev = [
+            _ev(count=int(cnt[i]), first_at=iso(float(first_t[i])), second_at=iso(float(second[i])),
+                by=hp.unique_by)
+            for i in ui
+        ]  # fmt: skip
+        rows.add(u.order[ui], hp.name, "", second.to_numpy(dtype=float), u.obj[ui], ev)
+    return rows
+
+
+def _key(v: Any) -> Any:
+    if v is MISSING:
+        return v
+    if isinstance(v, bool):
+        return ("b", v)
+    if isinstance(v, int | float):
+        return ("n", float(v))
+    if isinstance(v, str):
+        return ("s", v)
+    import orjson
+
+    return ("j", orjson.dumps(v, option=orjson.OPT_SORT_KEYS))
+
+
+def _unit_events(st: State, u: Units, h: int) -> pd.DataFrame:
+    """(unit, event) pairs of completed events at hop ``h`` for the units of ``u``."""
+    data = st.data
+    is_h = (data.hop[st.member_event] == h) & (data.phase[st.member_event] == COMPLETED)
+    order_pairs = pd.DataFrame({"o": st.member_order[is_h], "ev": st.member_event[is_h]})
+    if u.kind is None:
+        return order_pairs.rename(columns={"o": "u"})
+    is_obj = u.is_obj
+    # order units: the order's events; object units: events naming the object
+    ou = pd.DataFrame({"o": u.order[~is_obj], "u": np.flatnonzero(~is_obj)})
+    a = order_pairs.merge(ou, on="o")[["u", "ev"]]
+    sel = data.m_kind == u.kind
+    names = [f"{k}:{i}" for k, i in zip(data.m_kind[sel], data.m_object[sel], strict=True)]
+    ment = pd.DataFrame({"ev": data.m_event[sel], "obj": np.array(names, dtype=object)})
+    ment = ment.merge(order_pairs, on="ev")
+    ob = pd.DataFrame({"o": u.order[is_obj], "obj": u.obj[is_obj], "u": np.flatnonzero(is_obj)})
+    b = ment.merge(ob, on=["o", "obj"])[["u", "ev"]]
+    return pd.concat([a, b], ignore_index=True).drop_duplicates()
+
+
+# -- failed -----------------------------------------------------------------------------------
+
+
+def failed(ctx: Context) -> Rows:
+    """A failed phase with no later success there and no closing hop within the edge's time."""
+    rows = Rows("failed")
+    plan = ctx.plan
+    for h in range(plan.n_hops):
+        u = ctx.units(plan.each[h])
+        uo = u.order
+        fl = u.fail_last[:, h]
+        cl = u.comp_last[:, h]
+        window = plan.fail_window[h]
+        with np.errstate(invalid="ignore"):
+            failing = ~np.isnan(fl) & (np.isnan(cl) | (cl < fl)) & ~ctx.orphan[uo]
+            deadline = fl + window
+            closed_in_time = ctx.closed[uo] & (ctx.closed_at[uo] <= deadline)
+            live = failing & ~closed_in_time
+            judged = live & (deadline < ctx.j(h))
+        ctx.note_pending(uo[live & ~judged], deadline[live & ~judged])
+        ix = np.flatnonzero(judged)
+        ev = [_ev(failed_at=iso(fl[i]), window_s=window // 1_000_000, deadline=iso(deadline[i]))
+              for i in ix]  # fmt: skip
+        rows.add(uo[ix], plan.names[h], "", fl[ix], u.obj[ix], ev)
+    return rows
+
+
+# -- mismatch ---------------------------------------------------------------------------------
+
+
+_NUMERIC = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def _numeric(v: Any) -> float | None:
+    """A number, or a string that is exactly a decimal number ("12.50", "-3", "1e3"); booleans
+    are not numbers."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int | float) or (isinstance(v, str) and _NUMERIC.fullmatch(v)):
+        f = float(v)
+    else:
+        return None
+    return f if np.isfinite(f) else None
+
+
+def _text(v: Any) -> str:
+    if isinstance(v, str):
+        return v
+    import orjson
+
+    return orjson.dumps(v, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def values_differ(x: Any, y: Any, tolerance: float, ignore_case: bool) -> bool:
+    nx, ny = _numeric(x), _numeric(y)
+    if nx is not None and ny is not None:
+        return abs(nx - ny) > tolerance + 1e-9
+    a, b = _text(x), _text(y)
+    if ignore_case:
+        a, b = a.casefold(), b.casefold()
+    return a != b
+
+
+def mismatch(ctx: Context, check_values: list[pd.DataFrame] | None = None) -> Rows:
+    """A checked attribute differs across its hops beyond the tolerance.
+
+    ``check_values[j]``: per check, rows (o, hop, t, v) — the value on the order's first
+    completed event at each hop of the check that has one."""
+    rows = Rows("mismatch")
+    plan = ctx.plan
+    for j, chk in enumerate(plan.config.checks):
+        vals = check_values[j] if check_values else None
+        if vals is None or vals.empty:
+            continue
+        pos = {plan.hx[h]: p for p, h in enumerate(chk.hops)}
+        vals = vals.assign(p=vals["hop"].map(pos)).sort_values(["o", "p"], kind="stable")
+        base = vals.drop_duplicates("o").set_index("o")
+        out_o, out_hop, out_from, out_since, ev = [], [], [], [], []
+        for r in vals.itertuples(index=False):
+            b = base.loc[r.o]
+            if r.p == b["p"]:
+                continue
+            if values_differ(b["v"], r.v, chk.tolerance, chk.ignore_case):
+                out_o.append(r.o)
+                out_hop.append(plan.names[r.hop])
+                out_from.append(plan.names[int(b["hop"])])
+                out_since.append(float(r.t))
+                ev.append(_ev(field=chk.field, base_hop=plan.names[int(b["hop"])],
+                              base_value=b["v"], value=r.v, tolerance=chk.tolerance,
+                              ignore_case=chk.ignore_case or None))  # fmt: skip
+        if out_o:
+            n = len(out_o)
+            rows.add(np.array(out_o, dtype=np.int64), np.array(out_hop, dtype=object),
+                     np.array(out_from, dtype=object), np.array(out_since),
+                     np.full(n, None, dtype=object), ev, chk.field)  # fmt: skip
+    return rows
+
+
+# -- orphan -----------------------------------------------------------------------------------
+
+
+def orphan(ctx: Context) -> Rows:
+    """Events for an order that never reached an entry hop; objects that belong to no order."""
+    rows = Rows("orphan")
+    plan, st = ctx.plan, ctx.state
+    af = st.any_first
+    first_at = _nanmin((af[:, h] for h in range(plan.n_hops)), ctx.n)
+    if plan.entry:
+        j_entry = min(ctx.j(h) for h in plan.entry)
+        with np.errstate(invalid="ignore"):
+            orph = ctx.orphan & (first_at < j_entry)
+            if ctx.window_start is not None:
+                # an order whose start fell out of the window just before it is not an orphan
+                orph &= first_at > ctx.window_start + plan.longest_path
+            pend = ctx.orphan & ~orph & (first_at >= j_entry)
+        ctx.note_pending(np.flatnonzero(pend), first_at[pend])
+        if ctx.started_before is not None and orph.any():
+            # nor is one with events of its own before the window: its start fell out of it
+            cand = np.flatnonzero(orph & st.judged)
+            old = ctx.started_before([str(x) for x in st.order_ids[cand]])
+            if old:
+                orph &= ~np.isin(st.order_ids, np.array(sorted(old), dtype=object))
+        ix = np.flatnonzero(orph)
+        first_hop = (
+            np.nanargmin(np.where(np.isnan(af), np.inf, af), axis=1)
+            if ctx.n
+            else np.array([], dtype=np.int64)
+        )
+        entry_names = [plan.names[h] for h in plan.entry]
+        ev = [_ev(first_hop=plan.names[int(first_hop[i])], first_at=iso(first_at[i]),
+                  entry_hops=entry_names) for i in ix]  # fmt: skip
+        rows.add(
+            ix,
+            plan.names[plan.entry[0]],
+            "",
+            first_at[ix],
+            np.full(len(ix), None, dtype=object),
+            ev,
+        )
+    # unlinked objects
+    unl = st.unlinked
+    if len(unl):
+        data = st.data
+        evs = unl["ev"].to_numpy(dtype=np.int64)
+        t = data.t[evs]
+        df = pd.DataFrame({"obj": unl["obj"].to_numpy(dtype=object), "ev": evs, "t": t})
+        tmin = df.groupby("obj")["t"].transform("min")
+        cand = df[df["t"] == tmin]
+        if ctx.event_keys is not None and cand["obj"].duplicated().any():
+            src, eid = ctx.event_keys(cand["ev"].to_numpy(dtype=np.int64))
+            cand = cand.assign(src=src, eid=eid).sort_values(["obj", "src", "eid"], kind="stable")
+        else:
+            cand = cand.sort_values(["obj", "ev"], kind="stable")
+        firsts = cand.drop_duplicates("obj")
+        ready = firsts["t"].to_numpy() + plan.longest_path < ctx.as_of
+        firsts = firsts[ready]
+        objs = np.array([o.replace(SEP, ":", 1) for o in firsts["obj"]], dtype=object)
+        hops = np.array([plan.names[int(data.hop[e])] for e in firsts["ev"]], dtype=object)
+        ev = [
+            _ev(first_at=iso(float(tt)), first_hop=h)
+            for tt, h in zip(firsts["t"], hops, strict=True)
+        ]
+        rows.add(
+            np.full(len(firsts), -1, dtype=np.int64),
+            hops,
+            "",
+            firsts["t"].to_numpy(dtype=float),
+            objs,
+            ev,
+        )
+    return rows
+
+
+RULES: dict[str, Callable[..., Rows]] = {
+    "vanished": vanished,
+    "stalled": stalled,
+    "confirmed_unfulfilled": confirmed_unfulfilled,
+    "duplicate": duplicate,
+    "skipped": skipped,
+    "orphan": orphan,
+    "failed": failed,
+    "mismatch": mismatch,
+    "out_of_order": out_of_order,
+    "late": late,
+}
+
+
+def expectations(ctx: Context) -> list[dict[str, Any]]:
+    """What each judged order still waits for: edges and promises not yet reached (overdue or
+    not), with their deadlines and the objects concerned — from the same facts as the rules."""
+    plan = ctx.plan
+    out: dict[tuple[int, str, str, str], dict[str, Any]] = {}
+
+    def add(o: int, hop: str, after: str, kind: str, deadline: float, obj: Any) -> None:
+        # one line per missing hop: the edge into it, else the promise of it
+        if kind == "promise" and any(k[0] == o and k[1] == hop and k[3] == "edge" for k in out):
+            return
+        key = (o, hop, after, kind)
+        cur = out.get(key)
+        if cur is None:
+            cur = out[key] = {"o": o, "hop": hop, "after": after, "kind": kind,
+                              "deadline": deadline, "objects": []}  # fmt: skip
+        cur["deadline"] = min(cur["deadline"], deadline)
+        if obj is not None:
+            cur["objects"].append(obj)
+
+    for f in edge_facts(ctx):
+        uo = f.u.order
+        act = np.zeros(ctx.n, dtype=bool)
+        for c in f.req.conds:
+            act |= ctx.condition(c)[0]
+        passed = _nanmin((ctx.passed(f.u, m)[0] for m in f.req.targets), len(f.u))
+        waiting = (
+            act[uo] & ~ctx.orphan[uo] & ~ctx.closed[uo] & ~np.isnan(f.ta)
+            & np.isnan(f.reach) & np.isnan(passed)
+        )  # fmt: skip
+        for i in np.flatnonzero(waiting & ctx.state.judged[uo]):
+            add(
+                int(uo[i]),
+                str(f.label[i]),
+                plan.names[f.req.src],
+                "edge",
+                float(f.deadline[i]),
+                f.u.obj[i],
+            )
+    for p in promise_facts(ctx):
+        uo = p.u.order
+        for i in np.flatnonzero(p.waiting & ctx.state.judged[uo]):
+            add(
+                int(uo[i]),
+                plan.names[p.target],
+                plan.names[p.src],
+                "promise",
+                float(p.deadline[i]),
+                p.u.obj[i],
+            )
+    return sorted(out.values(), key=lambda x: (x["o"], x["deadline"]))
