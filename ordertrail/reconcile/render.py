@@ -68,7 +68,9 @@ def render_detail(
         )
         if kind == "vanished":
             n = int(e.get("later_orders", 0))
-            noun = plural(objects[0].partition(":")[0] if objects else "order", n)
+            noun = plural("order", n)
+            if objects:  # the edge's units: objects, and orders that have none of them
+                noun = f"{plural(objects[0].partition(':')[0], n)}/orders"
             reached = " or ".join(e.get("later_reached") or [hop])
             text += f"{n:,} later {noun} reached {reached} since: lost between {from_hop} and {hop}"
         else:
