@@ -146,4 +146,4 @@ def test_attributes_table_form() -> None:
             ],
         }
     )
-    assert cfg.sources[0].attributes == {"items": "items.count"}
+    assert {k: a.path for k, a in cfg.sources[0].attributes.items()} == {"items": "items.count"}

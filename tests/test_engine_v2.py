@@ -190,7 +190,7 @@ def test_a_v1_store_upgrades_in_place_and_reconciles_the_same(tmp_path: Path) ->
                     "timestamp": "t",
                 }
             ],
-        }  # fmt: skip
+        }
     )
     rows = [
         ("e1", "O1", "checkout", 0), ("e2", "O2", "checkout", 1), ("e3", "O2", "payment", 5),

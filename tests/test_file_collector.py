@@ -92,11 +92,11 @@ def test_bad_records_go_to_quarantine_with_file_and_line(workdir: Path, store_ur
         }
     assert q == {
         ("in/a.jsonl:2", "malformed JSON"),
-        ("in/a.jsonl:3", "empty or invalid order id"),
+        ("in/a.jsonl:3", "empty order id"),
         ("in/a.jsonl:4", "unparseable timestamp 'not a time'"),
         ("in/a.jsonl:5", "unknown hop 'teleport'"),
         ("ship.csv:3", "CSV row has 1 fields, header has 2"),
-        ("ship.csv:4", "empty or invalid order id"),
+        ("ship.csv:4", "empty order id"),
     }
 
 

@@ -106,9 +106,16 @@ def test_flat_dotted_key_wins() -> None:
         (b'{"order": {"id": "x"', "malformed JSON"),
         (b"[1, 2]", "record is a JSON list, not an object"),
         ({"ts": "2026-03-01T12:00:00Z"}, "missing order id (field 'order.id')"),
-        ({"order": {"id": "  "}, "ts": "2026-03-01T12:00:00Z"}, "empty or invalid order id"),
+        (
+            {"order": {"id": "  "}, "ts": "2026-03-01T12:00:00Z"},
+            "empty order id (field 'order.id')",
+        ),
+        ({"order": {"id": {"x": 1}}, "ts": T}, "invalid order id {'x': 1} (field 'order.id')"),
         ({"order": {"id": "a"}}, "missing timestamp (field 'ts')"),
-        ({"order": {"id": "a"}, "ts": "soon"}, "unparseable timestamp 'soon' (field 'ts')"),
+        (
+            {"order": {"id": "a"}, "ts": "soon"},
+            "unparseable timestamp 'soon' (field 'ts'; tried ISO-8601, epoch)",
+        ),
     ],
 )
 def test_bad_records_are_quarantined_with_reason(
@@ -136,6 +143,11 @@ def test_derived_event_id_is_deterministic() -> None:
     c = _map(m, {"order": {"id": "a"}, "ts": T + 1})
     assert isinstance(a, OrderEvent) and isinstance(b, OrderEvent) and isinstance(c, OrderEvent)
     assert a.event_id == b.event_id != c.event_id
+    # the source and the raw bytes only: another mapping of the same record is the same event
+    d = _map(_mapper(timezone="Europe/Berlin", hop="shipping"), rec)
+    assert isinstance(d, OrderEvent) and d.event_id == a.event_id
+    e = _map(_mapper(name="other"), rec)
+    assert isinstance(e, OrderEvent) and e.event_id != a.event_id
 
 
 def test_traceparent_header_fills_trace_ids() -> None:

@@ -126,7 +126,8 @@ def test_otlp_collector_with_the_sdk_exporter(tmp_path: Path, sqlite_url: str) -
         p.force_flush()
         col.stop()
         th.join(10)
-        assert col.report.stored == 21 and col.ignored == 1
+        assert col.report.stored == 21 and col.not_order_spans == 1
+        assert col.report.not_order_spans == 1
         evs = s.order_events("O-1")
         assert [(e.hop, e.phase) for e in evs] == [("checkout", "completed"), ("payment", "failed")]
         assert evs[0].attributes == {"amount": 1} and evs[0].source_ref.startswith("otlp:")

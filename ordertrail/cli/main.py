@@ -114,7 +114,10 @@ def init(directory: str, force: bool) -> None:
 def ingest(
     state: AppState, sources: tuple[str, ...], all_: bool, batch_size: int, fmt: str
 ) -> None:
-    """Read file sources once, from their checkpoints to the end (resumable)."""
+    """Read file sources once, from their checkpoints to the end (resumable).
+
+    Exits 4 when a source sent more than its ``max_quarantine`` share of records to quarantine.
+    """
     from ordertrail.collectors import file_sources
 
     if sources and all_:
@@ -127,8 +130,16 @@ def ingest(
     reports = [_ingest_one(store, cfg, s, batch_size) for s in chosen]
     if fmt == "json":
         print_json({"sources": [r.as_dict() for r in reports]})
-        return
-    print_ingest_summary(reports)
+    else:
+        print_ingest_summary(reports)
+    over = [
+        f"{r.source} quarantined {r.quarantine_share():.0%} of its records "
+        f"(max_quarantine {s.max_quarantine:.0%})"
+        for r, s in zip(reports, chosen, strict=True)
+        if r.quarantine_share() > s.max_quarantine
+    ]
+    if over:
+        raise CliError("; ".join(over), 4)
 
 
 def _ingest_one(store: Any, cfg: Any, source: Any, batch_size: int) -> Any:
@@ -141,30 +152,20 @@ def _ingest_one(store: Any, cfg: Any, source: Any, batch_size: int) -> Any:
 
 def print_ingest_summary(reports: list[Any]) -> None:
     console = stdout_console()
+    keys = ("files", "records", "stored", "redelivered", "quarantined", "filtered")
     rows: list[tuple[str, ...]] = [
-        (
-            r.source,
-            fmt_int(r.files),
-            fmt_int(r.records),
-            fmt_int(r.stored),
-            fmt_int(r.redelivered),
-            fmt_int(r.quarantined),
-            f"{r.seconds:.2f}",
-        )
-        for r in reports
+        (r.source, *(fmt_int(getattr(r, k)) for k in keys), f"{r.seconds:.2f}") for r in reports
     ]
-    tot = [
-        sum(getattr(r, k) for r in reports)
-        for k in ("files", "records", "stored", "redelivered", "quarantined")
-    ]
+    tot = [sum(getattr(r, k) for r in reports) for k in keys]
     rows.append(("total", *(fmt_int(x) for x in tot), f"{sum(r.seconds for r in reports):.2f}"))
-    cols = ["source", "files", "records", "stored", "redelivered", "quarantined", "seconds"]
-    console.print(table("Ingest", cols, rows))
+    console.print(table("Ingest", ["source", *keys, "seconds"], rows))
     for r in reports:
         if r.pending_lines:
             console.print(
                 f"{r.source}: {r.pending_lines} unfinished last line(s) left for the next run"
             )
+        if r.not_order_spans:
+            console.print(f"{r.source}: {r.not_order_spans:,} spans named no order and no object")
         for reason, n in sorted(r.reasons.items(), key=lambda x: -x[1]):
             console.print(f"{r.source}: quarantined {n:,} × {reason}")
 
@@ -223,20 +224,24 @@ def collect(
 )
 @click.pass_obj
 def status(state: AppState, fmt: str) -> None:
-    """Show sources, watermarks, lag, event counts and quarantine."""
+    """Show sources, watermarks, lag, event counts, quarantine and filtered records."""
     from ordertrail.report import store_status
 
     st = store_status(state.store(), state.maybe_config())
     if fmt == "json":
         print_json(st.as_dict())
         return
+    print_status(st)
+
+
+def print_status(st: Any) -> None:
     console = stdout_console()
     rows = []
     for s in st.sources:
         if "files" in s.checkpoint:
             cp = f"{s.checkpoint['files_read']}/{s.checkpoint['files']} files read"
         else:
-            cp = ", ".join(f"{k} {v}" for k, v in s.checkpoint.items()) or "-"
+            cp = ", ".join(f"{k.replace('_', ' ')} {fmt_int(v)}" for k, v in s.checkpoint.items())
         lag = "-" if s.lag is None else f"{s.lag:,} {s.lag_unit}".strip()
         rows.append(
             (
@@ -244,20 +249,19 @@ def status(state: AppState, fmt: str) -> None:
                 s.kind,
                 fmt_int(s.events),
                 fmt_int(s.quarantined),
+                fmt_int(s.filtered),
                 fmt_time(s.watermark),
-                cp,
+                cp or "-",
                 lag,
             )
         )
+    cols = ["source", "kind", "events", "quarantined", "filtered", "watermark (UTC)"]
+    t = table("Sources", [*cols, "checkpoint", "lag"], rows, collapse_padding=True)
+    t.columns[5].no_wrap = True  # a time split over two lines is hard to read
+    console.print(t)
     console.print(
-        table(
-            "Sources",
-            ["source", "kind", "events", "quarantined", "watermark (UTC)", "checkpoint", "lag"],
-            rows,
-        )
-    )
-    console.print(
-        f"{st.events:,} events of {st.orders:,} orders; {st.quarantine:,} records in quarantine"
+        f"{st.events:,} events of {st.orders:,} orders; {st.quarantine:,} records in quarantine; "
+        f"{st.filtered:,} filtered"
     )
 
 
@@ -582,29 +586,34 @@ def redact_option(f: Any) -> Any:
 
 
 @cli.command()
-@click.argument("order_id")
+@click.argument("ident", metavar="ID")
 @click.option("--as-of", "as_of", metavar="TIME", help="Judge as of this time (default now).")
 @click.option(
     "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
 )
 @redact_option
 @click.pass_obj
-def trace(state: AppState, order_id: str, as_of: str | None, fmt: str, redact: bool) -> None:
-    """Show one order's whole trail, the hops still missing and its findings in plain words."""
-    from ordertrail.report.trace import UnknownOrder, build_trail
+def trace(state: AppState, ident: str, as_of: str | None, fmt: str, redact: bool) -> None:
+    """Show an order's whole trail, the hops still missing and its findings in plain words.
+
+    ID is an order id or any object id (a tracking number, payment id, item, parcel; with or
+    without its kind: prefix): every order it belongs to is shown."""
+    from ordertrail.report.trace import UnknownOrder, build_trails
 
     cfg = state.config()
     when = parse_time_option(as_of, "--as-of", cfg.pipeline.timezone)
     now = when if when is not None else _now_us()
     try:
-        trail = build_trail(state.store(), cfg, order_id, now, redact=redact)
+        trails = build_trails(state.store(), cfg, ident, now, redact=redact)
     except UnknownOrder as e:
         click.echo(f"Error: {e}", err=True)
         sys.exit(1)
     if fmt == "json":
-        print_json(trail.as_dict())
+        docs = [t.as_dict() for t in trails]
+        print_json(docs[0] if len(docs) == 1 else {"id": ident, "orders": docs})
         return
-    print_trail(trail, cfg)
+    for t in trails:
+        print_trail(t, cfg)
 
 
 def _now_us() -> int:
@@ -619,7 +628,8 @@ def print_trail(trail: Any, cfg: Any) -> None:
 
     console = stdout_console()
     tz = local_zone(cfg.pipeline.timezone)
-    console.print(f"Order {trail.order_id} — {trail.state}")
+    found = f" (found by {trail.looked_up})" if trail.looked_up else ""
+    console.print(f"Order {trail.order_id}{found} — {trail.state}", markup=False)
     for note in trail.notes:
         console.print(f"  • {note}")
     rows: list[tuple[Any, ...]] = []
@@ -627,7 +637,8 @@ def print_trail(trail: Any, cfg: Any) -> None:
     for e in trail.events:
         gap = "" if prev is None else "+" + format_duration(e.occurred_at - prev)
         prev = e.occurred_at
-        attrs = ", ".join(f"{k}={v}" for k, v in list(e.attributes.items())[:4])
+        named = [f"{k}:{i}" for k, ids in e.objects.items() for i in ids]
+        attrs = ", ".join(named + [f"{k}={v}" for k, v in list(e.attributes.items())[:4]])
         local = fmt_time(e.occurred_at, tz)[11:] if cfg.pipeline.timezone != "UTC" else ""
         rows.append((e.hop, e.phase, fmt_time(e.occurred_at), local, gap,
                      f"{e.source} {e.source_ref}", e.trace_id or "", attrs))  # fmt: skip
@@ -645,8 +656,10 @@ def print_trail(trail: Any, cfg: Any) -> None:
                 if x.overdue > 0
                 else f"due in {format_duration(-x.overdue)}"
             )
-            rows.append((x.hop, f"after {x.after}" if x.kind == "edge" else f"promised at {x.after}",
-                         fmt_time(x.deadline), status))  # fmt: skip
+            why = f"after {x.after}" if x.kind == "edge" else f"promised at {x.after}"
+            if x.objects:
+                why += f" ({len(x.objects)}: {', '.join(o.partition(':')[2] for o in x.objects)})"
+            rows.append((x.hop, why, fmt_time(x.deadline), status))
         console.print(
             table("Expected but missing", ["hop", "why", "deadline (UTC)", "status"], rows)
         )

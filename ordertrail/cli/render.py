@@ -107,6 +107,7 @@ _NUMERIC = {
     "extra",
     "seconds",
     "files",
+    "filtered",
 }
 
 

@@ -1,8 +1,9 @@
 """File source: JSONL or CSV files matched by a glob, plain or gzip, read resumably.
 
-Each file's checkpoint holds the byte offset and line number reached plus the file's identity
-(inode, size, mtime); a file that grew is read on from its offset, a file that was replaced or
-truncated is read again from the start. An unterminated last line that does not parse yet is
+Each file's checkpoint holds the byte offset and line number reached, the file's identity
+(inode, size, mtime) and how many of its records the source's ``where`` filtered. A file that
+grew is read on from its offset; a file that was replaced or truncated is read again from the
+start, and its filtered count starts again. An unterminated last line that does not parse yet is
 left for the next run (it is probably still being written).
 """
 
@@ -38,6 +39,7 @@ class FileState:
     inode: int
     offset: int = 0
     line: int = 0
+    filtered: int = 0  # records of this file the source's ``where`` filtered, before this run
 
     def position(self, done: bool) -> dict[str, Any]:
         return {
@@ -47,6 +49,7 @@ class FileState:
             "mtime": self.mtime_us,
             "inode": self.inode,
             "done": done,
+            "filtered": self.filtered,
         }
 
 
@@ -98,6 +101,7 @@ class FileSource:
                     same = pos.get("inode") == st.st_ino and st.st_size >= pos.get("offset", 0)
                 if same:
                     fs.offset, fs.line = int(pos.get("offset", 0)), int(pos.get("line", 0))
+                    fs.filtered = int(pos.get("filtered", 0))
                 else:
                     logger.warning(
                         "%s: file was replaced or truncated; reading it from the start", p

@@ -6,7 +6,9 @@ Exactly once into the store:
   the consumer seeks there, so records stored but not yet committed to Kafka are not read again;
 - events carry idempotent ids, so even a replay would add nothing;
 - callbacks of a rebalance run inside ``poll``, after the previous batch was stored, and commit
-  the revoked partitions' offsets before they move to another member.
+  the revoked partitions' offsets before they move to another member;
+- each partition's count of records filtered by the source's ``where`` is kept with its offset,
+  in the same transaction, so it is exact whatever crashes.
 
 The source watermark is the wall-clock time at which the consumer last stood at the end of all
 its partitions (kept per partition; the source's is the minimum over its partitions).
@@ -76,6 +78,7 @@ class KafkaCollector:
         self.stop_event = threading.Event()
         self.consumer: Any = None
         self.positions: dict[Any, int] = {}  # TopicPartition -> next offset stored
+        self.filtered: dict[Any, int] = {}  # TopicPartition -> records filtered by ``where``
         self.joined_at: float | None = None  # when the group last gave us our partitions
         self.joining_since = time.monotonic()  # when the current (re)join began
         self._ends_checked = 0.0
@@ -154,6 +157,7 @@ class KafkaCollector:
                 # kafka-python runs this callback on its IO thread, where commit would block.)
                 for tp in revoked:
                     collector.positions.pop(tp, None)
+                    collector.filtered.pop(tp, None)
                 # a rebalance is under way: it can wait up to max.poll.interval.ms for a dead
                 # member, and that wait is not idleness
                 collector.joined_at = None
@@ -168,6 +172,8 @@ class KafkaCollector:
                         off = int(cp.position["offset"])
                         collector.consumer.seek(tp, off)
                         collector.positions[tp] = off
+                    # the partition's count as stored with its offset: exact, never doubled
+                    collector.filtered[tp] = int(cp.position.get("filtered", 0)) if cp else 0
                 logger.info("source %s: assigned %s", collector.source.name,
                             ", ".join(tp_key(tp.topic, tp.partition) for tp in assigned))  # fmt: skip
 
@@ -280,14 +286,16 @@ class KafkaCollector:
             self.positions.setdefault(tp, pos)
             key = tp_key(tp.topic, tp.partition)
             at_end = pos >= end
-            marks.append(Checkpoint(self.source.name, key, {"offset": self.positions[tp], "end": end},
-                                    now if at_end else None))  # fmt: skip
+            position = {"offset": self.positions[tp], "end": end,
+                        "filtered": self.filtered.get(tp, 0)}  # fmt: skip
+            marks.append(Checkpoint(self.source.name, key, position, now if at_end else None))
         return marks
 
     def _store(self, polled: dict[Any, list[Any]], end_marks: list[Checkpoint]) -> None:
         """Store a polled batch with its offsets; retry while the store is down; then commit."""
         name = self.source.name
         recs = []
+        owners: list[Any] = []  # the partition of each record
         new_pos = dict(self.positions)
         for tp, messages in polled.items():
             prefix = f"{tp.topic}:{tp.partition}:"
@@ -305,18 +313,22 @@ class KafkaCollector:
                     )
                 else:
                     recs.append(RawRecord(bytes(m.value), ref, headers=headers))
+                owners.append(tp)
             if messages:
                 new_pos[tp] = messages[-1].offset + 1
+        batch = RawBatch(recs, [])
+        rows, bad, filtered = map_batch(self.mapper, batch)
+        new_filtered = dict(self.filtered)
+        for i in filtered:
+            new_filtered[owners[i]] = new_filtered.get(owners[i], 0) + 1
         marks = {c.key: c for c in end_marks}
-        cps = []
         for tp, off in new_pos.items():
             key = tp_key(tp.topic, tp.partition)
             c = marks.pop(key, None)
-            pos = {"offset": off, **({"end": c.position["end"]} if c else {})}
-            cps.append(Checkpoint(name, key, pos, c.watermark if c else None))
-        cps.extend(marks.values())
-        batch = RawBatch(recs, cps)
-        rows, bad = map_batch(self.mapper, batch)
+            pos = {"offset": off, **({"end": c.position["end"]} if c else {}),
+                   "filtered": new_filtered.get(tp, 0)}  # fmt: skip
+            batch.checkpoints.append(Checkpoint(name, key, pos, c.watermark if c else None))
+        batch.checkpoints.extend(marks.values())
         delay = 0.5
         while True:
             try:
@@ -332,7 +344,8 @@ class KafkaCollector:
                 time.sleep(delay)
                 delay = min(BACKOFF_MAX, delay * 2)
         self.positions = new_pos
-        record_write(self.report, batch, bad, res)
+        self.filtered = new_filtered
+        record_write(self.report, batch, bad, res, len(filtered))
         self._commit(list(new_pos))
 
     def _close(self) -> None:

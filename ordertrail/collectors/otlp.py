@@ -1,17 +1,26 @@
 """OTLP/HTTP collector: any OpenTelemetry SDK exporter can send spans here (protobuf or JSON,
-optionally gzip). Spans carrying ``order.id`` and ``order.hop`` become events; others are counted
-as ignored. A request is answered 200 only after its events are stored (one transaction per
-request), so an exporter retries whatever was not stored; span ids make retries idempotent.
-The source's watermark is the time of the last stored batch."""
+optionally gzip). Spans map through the source's own mapping: ``order_id``, ``objects``,
+``hop_field``, ``phase``, ``attributes`` and ``where`` name span attributes (defaults:
+``order.id``, ``order.hop``, ``order.phase``; the span status says failed; the time is the span's
+end). Spans that name neither an order nor an object are counted as *not order spans*, spans the
+source's ``where`` does not take as *filtered*, spans that do not map go to quarantine.
+
+A request is answered 200 only after its events are stored (one transaction per request), so an
+exporter retries whatever was not stored; span ids make retries idempotent. The counts live in the
+source's checkpoint with the digests of the latest requests, written in the same transaction, so a
+retry of a stored request counts nothing twice, even across a restart. The source's watermark is
+the time of the last stored batch."""
 
 from __future__ import annotations
 
 import base64
 import gzip
+import hashlib
 import logging
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
@@ -29,6 +38,7 @@ from ordertrail.store.writer import now_us
 
 logger = logging.getLogger(__name__)
 TRACES_PATH = "/v1/traces"
+RECENT_REQUESTS = 64  # digests of the latest stored requests, to count a retried one once
 
 
 def _any_value(v: Any) -> Any:
@@ -44,24 +54,38 @@ def _any_value(v: Any) -> Any:
     return getattr(v, kind)
 
 
-def spans_to_records(req: Any) -> tuple[list[RawRecord], int]:
-    """ExportTraceServiceRequest -> raw records of order spans, and the count of other spans."""
+_STATUS = {0: "UNSET", 1: "OK", 2: "ERROR"}
+
+
+def spans_to_records(req: Any, mapper: Mapper) -> tuple[list[RawRecord], int]:
+    """ExportTraceServiceRequest -> raw records of the spans naming an order or an object and a
+    hop, and the count of the other spans.
+
+    A span's record holds its attributes, its resource's as ``resource.<key>``, and ``time`` (end,
+    else start), ``start_time``, ``name``, ``status.code`` (UNSET, OK, ERROR), ``status.message``,
+    ``trace_id``, ``span_id`` and ``otlp.event_id``. When the span has no phase attribute, its
+    status gives one: ERROR is ``failed``, else ``completed``.
+    """
+    phase_key = mapper.source.phase or "order.phase"
     out: list[RawRecord] = []
-    ignored = 0
+    not_order = 0
     for rs in req.resource_spans:
-        resource = {kv.key: _any_value(kv.value) for kv in rs.resource.attributes}
+        resource = {f"resource.{kv.key}": _any_value(kv.value) for kv in rs.resource.attributes}
         for ss in rs.scope_spans:
             for sp in ss.spans:
-                attrs = {kv.key: _any_value(kv.value) for kv in sp.attributes}
-                if "order.id" not in attrs or "order.hop" not in attrs:
-                    ignored += 1
+                data = {**resource, **{kv.key: _any_value(kv.value) for kv in sp.attributes}}
+                # a span with no id, or with an order id but no hop (a service's DB or HTTP span
+                # inside an order's trace), is not an order span: counted, not quarantined
+                if not mapper.names_an_id(data) or not mapper.names_a_hop(data):
+                    not_order += 1
                     continue
                 trace_id, span_id = sp.trace_id.hex(), sp.span_id.hex()
-                data = {**{f"resource.{k}": v for k, v in resource.items()}, **attrs}
-                data.setdefault("order.phase", "failed" if sp.status.code == 2 else "completed")
+                data.setdefault(phase_key, "failed" if sp.status.code == 2 else "completed")
                 data.update({
                     "time": sp.end_time_unix_nano or sp.start_time_unix_nano,
-                    "start_time": sp.start_time_unix_nano, "name": sp.name, "trace_id": trace_id,
+                    "start_time": sp.start_time_unix_nano, "name": sp.name,
+                    "status.code": _STATUS.get(sp.status.code, str(sp.status.code)),
+                    "status.message": sp.status.message, "trace_id": trace_id,
                     "span_id": span_id, "otlp.event_id": f"{trace_id}:{span_id}",
                 })  # fmt: skip
                 out.append(
@@ -69,7 +93,7 @@ def spans_to_records(req: Any) -> tuple[list[RawRecord], int]:
                         orjson.dumps(data, default=str), f"otlp:{trace_id}/{span_id}", data=data
                     )
                 )
-    return out, ignored
+    return out, not_order
 
 
 def _hex_ids_to_base64(doc: Any) -> Any:
@@ -107,8 +131,13 @@ class OtlpCollector:
         self.mapper = Mapper(source, config.hop_names)
         self.max_messages = max_messages
         self.idle_timeout = idle_timeout
-        self.report = IngestReport(source.name)
-        self.ignored = 0
+        self.report = IngestReport(source.name, not_order_spans=0)
+        # cumulative counts as stored in the source's checkpoint, and the latest requests' digests
+        cp = store.checkpoints(source.name).get("")
+        pos = cp.position if cp else {}
+        self.filtered = int(pos.get("filtered", 0))
+        self.not_order_spans = int(pos.get("not_order_spans", 0))
+        self.recent: deque[str] = deque(pos.get("recent", []), maxlen=RECENT_REQUESTS)
         self.stop_event = threading.Event()
         self.lock = threading.Lock()
         self.last_data = time.monotonic()
@@ -130,15 +159,27 @@ class OtlpCollector:
     def handle(self, body: bytes, content_type: str) -> None:
         """Store one export request (raises StoreError / ValueError to the HTTP layer)."""
         req = parse_request(body, content_type)
-        records, ignored = spans_to_records(req)
-        batch = RawBatch(
-            records, [Checkpoint(self.source.name, "", {"last_batch": len(records)}, now_us())]
-        )
-        rows, bad = map_batch(self.mapper, batch)
+        records, not_order = spans_to_records(req, self.mapper)
+        batch = RawBatch(records, [])
+        rows, bad, filtered = map_batch(self.mapper, batch)
+        digest = hashlib.blake2b(body, digest_size=12).hexdigest()
         with self.lock:  # one writer at a time keeps SQLite happy and counts exact
+            repeat = digest in self.recent  # an exporter retrying a request we stored
+            n_filtered = self.filtered + (0 if repeat else len(filtered))
+            n_not_order = self.not_order_spans + (0 if repeat else not_order)
+            recent = [*self.recent, digest][-RECENT_REQUESTS:] if not repeat else list(self.recent)
+            position = {"last_batch": len(records), "filtered": n_filtered,
+                        "not_order_spans": n_not_order, "recent": recent}  # fmt: skip
+            batch.checkpoints.append(Checkpoint(self.source.name, "", position, now_us()))
             res = self.store.write_batch(quarantined=bad, checkpoints=batch.checkpoints, rows=rows)
-            record_write(self.report, batch, bad, res)
-            self.ignored += ignored
+            self.filtered, self.not_order_spans = n_filtered, n_not_order
+            self.recent = deque(recent, maxlen=RECENT_REQUESTS)
+            if repeat:  # seen before: its filtered spans are redelivered, like its events
+                record_write(self.report, batch, bad, res)
+                self.report.redelivered += len(filtered)
+            else:
+                record_write(self.report, batch, bad, res, len(filtered))
+                self.report.not_order_spans = (self.report.not_order_spans or 0) + not_order
             self.last_data = time.monotonic()
         if self.on_batch and records:
             self.on_batch(len(records))

@@ -1,4 +1,5 @@
-"""Timestamps from records: ISO-8601 with any offset, or epoch seconds / ms / µs / ns.
+"""Timestamps from records: a source's strptime format, ISO-8601 with any offset, or epoch
+seconds / ms / µs / ns.
 
 Everything becomes microseconds since the epoch, UTC. Naive times take the source's time zone.
 """
@@ -78,6 +79,33 @@ def _iso_to_us(s: str, value: str, tz: tzinfo) -> int:
         dt = dt.replace(tzinfo=tz)
     d = dt - _EPOCH
     return (d.days * 86400 + d.seconds) * 1_000_000 + d.microseconds
+
+
+def parse_with_format(value: object, fmt: str | None, tz: tzinfo = UTC) -> int:
+    """A source's ``timestamp_format`` (strptime) first, then ISO-8601 and epoch.
+
+    The format is tried on text and on integers (``20260301`` with ``%Y%m%d`` is a date, not an
+    epoch second); a naive result takes ``tz``.
+    """
+    if fmt is not None and (type(value) is str or type(value) is int):
+        try:
+            dt = datetime.strptime(str(value).strip(), fmt)
+        except ValueError:
+            pass
+        else:
+            if dt.tzinfo is None:
+                dt = dt.replace(tzinfo=tz)
+            d = dt - _EPOCH
+            us = (d.days * 86400 + d.seconds) * 1_000_000 + d.microseconds
+            if not _MIN_US <= us <= _MAX_US:
+                raise TimestampError(f"timestamp out of range: {value!r}")
+            return us
+    return parse_timestamp(value, tz)
+
+
+def formats_tried(fmt: str | None) -> str:
+    """What a source tries on its times, for quarantine reasons: "'%d.%m.%Y', ISO-8601, epoch"."""
+    return f"{fmt!r}, ISO-8601, epoch" if fmt else "ISO-8601, epoch"
 
 
 def zone(name: str | None) -> tzinfo:

@@ -820,7 +820,7 @@ def orphan(ctx: Context) -> Rows:
         tmin = df.groupby("obj")["t"].transform("min")
         cand = df[df["t"] == tmin]
         if ctx.event_keys is not None and cand["obj"].duplicated().any():
-            src, eid = ctx.event_keys(cand["ev"].to_numpy(dtype=np.int64))
+            src, eid = ctx.event_keys(data.seq[cand["ev"].to_numpy(dtype=np.int64)].tolist())
             cand = cand.assign(src=src, eid=eid).sort_values(["obj", "src", "eid"], kind="stable")
         else:
             cand = cand.sort_values(["obj", "ev"], kind="stable")

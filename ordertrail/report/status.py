@@ -1,4 +1,4 @@
-"""``ordertrail status``: per source events, quarantine, watermark, checkpoint and lag."""
+"""``ordertrail status``: per source events, quarantine, filtered, watermark, checkpoint and lag."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ class SourceStatus:
     kind: str
     events: int = 0
     quarantined: int = 0
+    filtered: int = 0  # records the source's ``where`` did not take
     watermark: int | None = None
     checkpoint: dict[str, Any] = field(default_factory=dict)
     lag: int | None = None  # file: bytes not yet read; kafka: messages behind
@@ -29,6 +30,7 @@ class SourceStatus:
             "kind": self.kind,
             "events": self.events,
             "quarantined": self.quarantined,
+            "filtered": self.filtered,
             "watermark": us_to_iso(self.watermark),
             "checkpoint": self.checkpoint,
             "lag": self.lag,
@@ -43,16 +45,23 @@ class StoreStatus:
     orders: int
     sources: list[SourceStatus]
 
+    @property
+    def filtered(self) -> int:
+        return sum(s.filtered for s in self.sources)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "events": self.events,
             "quarantine": self.quarantine,
+            "filtered": self.filtered,
             "orders": self.orders,
             "sources": [s.as_dict() for s in self.sources],
         }
 
 
 def store_status(store: Store, config: Config | None) -> StoreStatus:
+    import orjson
+
     per_source = store.events_per_source()
     per_q = store.quarantine_per_source()
     cps: dict[str, dict[str, dict[str, Any]]] = {}
@@ -67,21 +76,26 @@ def store_status(store: Store, config: Config | None) -> StoreStatus:
     for name, kind in names:
         st = SourceStatus(name, kind, per_source.get(name, 0), per_q.get(name, 0))
         src_cps = cps.get(name, {})
+        positions = {k: orjson.loads(v["position"]) for k, v in src_cps.items()}
+        # each part (file, partition) keeps its own cumulative count, written with its position
+        st.filtered = sum(int(p.get("filtered", 0)) for p in positions.values())
         if "" in src_cps:
             st.watermark = src_cps[""]["watermark"]
         if kind == "file" and config:
             st.checkpoint, st.lag = _file_progress(config, name, src_cps)
             st.lag_unit = "bytes"
         elif kind == "kafka":
-            import orjson
-
-            parts = {k: orjson.loads(v["position"]) for k, v in src_cps.items() if k}
+            parts = {k: p for k, p in positions.items() if k}
             st.checkpoint = {"partitions": len(parts)}
             lag = 0
             for p in parts.values():
                 if "end" in p and "offset" in p:
                     lag += max(0, int(p["end"]) - int(p["offset"]))
             st.lag, st.lag_unit = lag, "messages"
+        elif kind == "otlp":
+            st.checkpoint = {
+                "not_order_spans": int(positions.get("", {}).get("not_order_spans", 0))
+            }
         out.append(st)
     return StoreStatus(store.count_events(), store.count_quarantine(), store.count_orders(), out)
 

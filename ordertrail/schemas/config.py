@@ -591,9 +591,8 @@ def _parse_hops(
         within: dict[str, int] = {}
         if targets:
             if within_raw is None:
-                raise r.fail(
-                    "within", "required when next or next_any is set (how long until each)"
-                )
+                which = " and ".join(k for k, v in (("next", nxt), ("next_any", nxt_any)) if v)
+                raise r.fail("within", f"required when {which} is set (how long until each)")
             if isinstance(within_raw, dict):
                 for b in targets:
                     if b not in within_raw:
@@ -808,6 +807,7 @@ def _parse_sources(
                 "timestamp_format",
                 f"must be a strptime format such as '%d.%m.%Y %H:%M', not {tsf!r}",
             )
+        _check_paths(r, t, objects, where, attrs)
         mq = t.get("max_quarantine", 0.5)
         if isinstance(mq, bool) or not isinstance(mq, int | float) or not 0 <= mq <= 1:
             raise r.fail("max_quarantine", f"must be a share between 0 and 1, not {mq!r}")
@@ -891,8 +891,30 @@ def _parse_sources(
 def _order_id_path(r: _Reader, otlp: bool, has_objects: bool) -> str | None:
     """A source names orders by ``order_id``, objects by ``objects``, or both; not neither."""
     v = r.text("order_id")
-    if v is None and otlp and not has_objects:
+    if v is None and otlp:  # spans may carry order.id besides object ids
         return "order.id"
     if v is None and not has_objects:
         raise r.fail("order_id", "required (or objects, naming ids of items, parcels, shipments)")
     return v
+
+
+def _check_paths(
+    r: _Reader,
+    t: Mapping[str, Any],
+    objects: Mapping[str, str],
+    where: Mapping[str, Any],
+    attrs: Mapping[str, AttributeSpec],
+) -> None:
+    """Field paths are checked when the config loads, naming the key of a malformed one."""
+    from ordertrail.schemas.paths import PathError, parse_path
+
+    keys = ("order_id", "timestamp", "hop_field", "event_id", "phase", "trace_id", "span_id")
+    paths = {k: t[k] for k in keys if isinstance(t.get(k), str)}
+    paths |= {f"objects.{k}": v for k, v in objects.items()}
+    paths |= {f"where.{k}": k for k in where}
+    paths |= {f"attributes.{k}": a.path for k, a in attrs.items()}
+    for key, p in paths.items():
+        try:
+            parse_path(p)
+        except PathError as e:
+            raise r.fail(key, str(e)) from None

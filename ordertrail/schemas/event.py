@@ -33,12 +33,13 @@ def datetime_to_us(dt: datetime) -> int:
     return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-def derive_event_id(
-    source: str, order_id: str, hop: str, phase: str, occurred_at: int, payload: bytes
-) -> str:
-    """Deterministic id for records that carry none: a redelivered record gets the same id."""
-    head = f"{source}\x1f{order_id}\x1f{hop}\x1f{phase}\x1f{occurred_at}\x1e".encode()
-    return hashlib.blake2b(head + payload, digest_size=16).hexdigest()
+def derive_event_id(source: str, payload: bytes) -> str:
+    """Deterministic id for a record that carries none, from its source and raw bytes only.
+
+    Not its place (a redelivered copy is the same event) and never its mapped values: fixing a
+    mapping (a time zone, an order id path) and reading the record again stores nothing twice.
+    """
+    return hashlib.blake2b(source.encode() + b"\x1e" + payload, digest_size=16).hexdigest()
 
 
 @dataclass(slots=True)
@@ -61,6 +62,7 @@ class OrderEvent:
     attributes: dict[str, Any] = field(default_factory=dict)
     ingested_at: int | None = None
     ingest_seq: int | None = None
+    objects: dict[str, list[str]] = field(default_factory=dict)  # kind -> ids (v2)
 
     @property
     def occurred(self) -> datetime:

@@ -126,7 +126,8 @@ class Store:
 
     def count_orders(self) -> int:
         with self.engine.connect() as conn:
-            q = select(func.count(tables.events.c.order_id.distinct()))
+            c = tables.events.c
+            q = select(func.count(c.order_id.distinct())).where(c.order_id != "")
             return int(conn.execute(q).scalar_one())
 
     def events_per_source(self) -> dict[str, int]:
