@@ -20,6 +20,7 @@ from ordertrail.reconcile.plan import Plan, Requirement
 from ordertrail.reconcile.state import State, build_state
 from ordertrail.store import Store
 from ordertrail.store import window as w
+from ordertrail.store.arrow import Reader
 
 F = npt.NDArray[np.float64]
 
@@ -54,35 +55,58 @@ class SqlBackend:
         objects: Sequence[tuple[str, str]] | None = None,
     ) -> Loaded:  # fmt: skip
         cfg = plan.config
+        d = self.store.dialect
+        chosen = orders is not None or objects is not None
         with self.store.engine.connect() as conn:
-            if orders is None and objects is None:
-                total = w.count_window(conn, lo, hi)
-                stored = self.store.max_ingest_seq()
-                scan = total * 3 > stored  # most events are in the window: scan, not the index
-                data = w.window_events(conn, plan.names, lo, hi, scan=scan)
-                w.attach_links(data, w.links_until(conn, hi))
-                seqs = None
-            else:
+            if chosen:
                 scan = False
                 chosen_objs = set(objects or ())
                 chosen_objs |= w.objects_of_orders(conn, list(orders or ()), plan.via, hi)
                 data = w.chosen_window(conn, plan.names, lo, hi, list(orders or ()), chosen_objs)
-                named = set(zip(data.m_kind.tolist(), data.m_object.tolist(), strict=True))
-                w.attach_links(data, w.links_among(conn, chosen_objs | named, hi))
-                seqs = data.seq.tolist()
-            out = Loaded(data)
-            for a in plan.condition_attrs:
-                out.condition_values[a] = w.attribute_values(conn, a, lo, hi, seqs=seqs, scan=scan)
-            for hp in cfg.hops:
-                if hp.unique_by and hp.unique_by not in out.unique_values:
-                    hops = [h.name for h in cfg.hops if h.unique_by == hp.unique_by]
-                    out.unique_values[hp.unique_by] = w.attribute_values(
-                        conn, hp.unique_by, lo, hi, hops=hops, seqs=seqs, scan=scan
+                seqs: list[int] | None = data.seq.tolist()
+            else:
+                total = w.count_window(conn, lo, hi)
+                stored = self.store.max_ingest_seq()
+                scan = total * 3 > stored  # most events are in the window: scan, not the index
+                seqs = None
+        # the attribute queries: when-attributes (any hop), unique_by (its hops), checks
+        kw: dict[str, Any] = {"seqs": seqs, "scan": scan}
+        attr_q: list[tuple[str, str, Any]] = [
+            ("when", a, w.attribute_sql(d, a, lo, hi, **kw)) for a in plan.condition_attrs
+        ]
+        seen: set[str] = set()
+        for hp in cfg.hops:
+            if hp.unique_by and hp.unique_by not in seen:
+                seen.add(hp.unique_by)
+                hops = [h.name for h in cfg.hops if h.unique_by == hp.unique_by]
+                attr_q.append(
+                    (
+                        "unique",
+                        hp.unique_by,
+                        w.attribute_sql(d, hp.unique_by, lo, hi, hops=hops, **kw),
                     )
-            for chk in cfg.checks:
-                out.check_values.append(
-                    w.attribute_values(conn, chk.field, lo, hi, hops=chk.hops, seqs=seqs, scan=scan)
                 )
+        for chk in cfg.checks:
+            attr_q.append(
+                ("check", chk.field, w.attribute_sql(d, chk.field, lo, hi, hops=chk.hops, **kw))
+            )
+        sqls = [] if chosen else w.window_tables(d, plan.names, lo, hi, scan)
+        sqls += [q for _, _, q in attr_q if q is not None]
+        with Reader(self.store.engine) as reader:
+            tables = reader.tables(sqls) if sqls else []
+        if not chosen:
+            data = w.window_from_tables(*tables[:3])
+            tables = tables[3:]
+        out = Loaded(data)
+        it = iter(tables)
+        for role, key, q in attr_q:
+            av = w.attribute_from_table(next(it) if q is not None else None)
+            if role == "when":
+                out.condition_values[key] = av
+            elif role == "unique":
+                out.unique_values[key] = av
+            else:
+                out.check_values.append(av)
         return out
 
     def event_keys(self, seqs: Sequence[int]) -> tuple[list[str], list[str]]:

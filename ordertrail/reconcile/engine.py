@@ -202,10 +202,7 @@ def reconcile(
     if shard is not None and len(findings):
         findings = findings[in_scope(findings)]
     present_orders = set(st.order_ids.tolist())
-    present_objects = {
-        f"{k}:{i}"
-        for k, i in zip(loaded.data.m_kind.tolist(), loaded.data.m_object.tolist(), strict=True)
-    }
+    present_objects = set(loaded.data.obj_names[np.unique(loaded.data.m_obj)].tolist())
 
     def present(df: pd.DataFrame) -> np.ndarray:
         return np.array(

@@ -17,7 +17,7 @@ import pandas as pd
 
 from ordertrail.reconcile.evidence import EdgeProgress
 from ordertrail.reconcile.plan import Plan, Requirement
-from ordertrail.reconcile.state import COMPLETED, MISSING, SEP, State, Units, condition_mask
+from ordertrail.reconcile.state import COMPLETED, MISSING, State, Units, condition_mask, kind_index
 from ordertrail.schemas.event import us_to_iso
 
 F = npt.NDArray[np.float64]
@@ -662,11 +662,13 @@ def _unit_events(st: State, u: Units, h: int) -> pd.DataFrame:
     # order units: the order's events; object units: events naming the object
     ou = pd.DataFrame({"o": u.order[~is_obj], "u": np.flatnonzero(~is_obj)})
     a = order_pairs.merge(ou, on="o")[["u", "ev"]]
-    sel = data.m_kind == u.kind
-    names = [f"{k}:{i}" for k, i in zip(data.m_kind[sel], data.m_object[sel], strict=True)]
-    ment = pd.DataFrame({"ev": data.m_event[sel], "obj": np.array(names, dtype=object)})
+    ki = st.plan.kinds.index(u.kind)
+    sel = kind_index(st.plan, data)[data.m_obj] == ki
+    ment = pd.DataFrame({"ev": data.m_event[sel], "obj": data.m_obj[sel]})
     ment = ment.merge(order_pairs, on="ev")
-    ob = pd.DataFrame({"o": u.order[is_obj], "obj": u.obj[is_obj], "u": np.flatnonzero(is_obj)})
+    ob = pd.DataFrame(
+        {"o": u.order[is_obj], "obj": u.obj_code[is_obj], "u": np.flatnonzero(is_obj)}
+    )
     b = ment.merge(ob, on=["o", "obj"])[["u", "ev"]]
     return pd.concat([a, b], ignore_index=True).drop_duplicates()
 
@@ -827,7 +829,7 @@ def orphan(ctx: Context) -> Rows:
         firsts = cand.drop_duplicates("obj")
         ready = firsts["t"].to_numpy() + plan.longest_path < ctx.as_of
         firsts = firsts[ready]
-        objs = np.array([o.replace(SEP, ":", 1) for o in firsts["obj"]], dtype=object)
+        objs = firsts["obj"].to_numpy(dtype=object)
         hops = np.array([plan.names[int(data.hop[e])] for e in firsts["ev"]], dtype=object)
         ev = [
             _ev(first_at=iso(float(tt)), first_hop=h)

@@ -23,7 +23,6 @@ F = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 B = npt.NDArray[np.bool_]
 Obj = npt.NDArray[np.object_]
-SEP = "\x1f"
 
 
 @dataclass
@@ -33,11 +32,12 @@ class Units:
 
     kind: str | None
     order: I64  # order index of each unit
-    obj: Obj  # object id ("kind:id"), None for an order unit
+    obj: Obj  # object "kind:id", None for an order unit
     comp_first: F  # [units, hops]: meaningful at hops of this kind
     comp_last: F
     fail_last: F
     reach_first: F
+    obj_code: I64 = field(default_factory=lambda: np.empty(0, dtype=np.int64))  # -1: order unit
 
     @property
     def is_obj(self) -> B:
@@ -106,46 +106,39 @@ def _reduce(row: I64, hop: I64, phase: I64, t: I64, n_rows: int, n_hops: int) ->
     return first, last
 
 
-def _obj_codes(kinds: Obj, ids: Obj) -> Obj:
-    return np.array([f"{k}{SEP}{i}" for k, i in zip(kinds, ids, strict=True)], dtype=object)
+def kind_index(plan: Plan, data: WindowData) -> I64:
+    """Per object code, the index of its kind in ``plan.kinds`` (-1: a kind no longer declared)."""
+    kx = {k: i for i, k in enumerate(plan.kinds)}
+    return np.array([kx.get(k, -1) for k in data.obj_kind], dtype=np.int64)
 
 
-def resolve(plan: Plan, data: WindowData) -> tuple[pd.DataFrame, Obj]:
-    """Objects -> orders through links and ``via``: a frame (obj "kind<SEP>id", order id)."""
-    is_order = data.l_link_kind == ""
+def resolve(plan: Plan, data: WindowData, okind: I64) -> pd.DataFrame:
+    """Objects -> orders through links and ``via``: a frame (obj, order) of codes."""
     direct = pd.DataFrame(
-        {
-            "obj": _obj_codes(data.l_kind[is_order], data.l_object[is_order]),
-            "order": data.l_link_id[is_order],
-        }
+        {"obj": data.l_obj[data.l_order >= 0], "order": data.l_order[data.l_order >= 0]}
     )
-    pairs = pd.DataFrame(
-        {
-            "obj": _obj_codes(data.l_kind[~is_order], data.l_object[~is_order]),
-            "kind": data.l_kind[~is_order],
-            "other_kind": data.l_link_kind[~is_order],
-            "other": _obj_codes(data.l_link_kind[~is_order], data.l_link_id[~is_order]),
-        }
-    )
-    direct["kind"] = [o.split(SEP, 1)[0] for o in direct["obj"]] if len(direct) else []
-    done: dict[str, pd.DataFrame] = {}
+    pm = data.l_other >= 0
+    pairs = pd.DataFrame({"obj": data.l_obj[pm], "other": data.l_other[pm]})
+    dk = okind[direct["obj"].to_numpy(dtype=np.int64)] if len(direct) else np.empty(0, np.int64)
+    pk = okind[pairs["obj"].to_numpy(dtype=np.int64)] if len(pairs) else np.empty(0, np.int64)
+    ok_ = okind[pairs["other"].to_numpy(dtype=np.int64)] if len(pairs) else np.empty(0, np.int64)
+    done: dict[int, pd.DataFrame] = {}
+    kx = {k: i for i, k in enumerate(plan.kinds)}
     for k in _via_order(plan):
-        own = direct.loc[direct["kind"] == k, ["obj", "order"]]
+        ki = kx[k]
+        own = direct[dk == ki]
         v = plan.via.get(k)
-        if v is not None and v in done and len(pairs):
-            via_pairs = pairs.loc[
-                (pairs["kind"] == k) & (pairs["other_kind"] == v), ["obj", "other"]
-            ]
-            through = via_pairs.merge(done[v].rename(columns={"obj": "other"}), on="other")[
+        if v is not None and kx.get(v) in done and len(pairs):
+            vi = kx[v]
+            vp = pairs[(pk == ki) & (ok_ == vi)]
+            through = vp.merge(done[vi].rename(columns={"obj": "other"}), on="other")[
                 ["obj", "order"]
             ]
             own = pd.concat([own, through], ignore_index=True)
-        done[k] = own.drop_duplicates()
-    # kinds not declared (a record named a kind the config no longer has): direct links only
-    extra = direct.loc[~direct["kind"].isin(list(done)), ["obj", "order"]].drop_duplicates()
-    frames = [*done.values(), extra]
-    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["obj", "order"])
-    return out.reset_index(drop=True), data.l_kind
+        done[ki] = own.drop_duplicates()
+    # kinds no longer declared: direct links only
+    frames = [*done.values(), direct[dk < 0].drop_duplicates()]
+    return pd.concat(frames, ignore_index=True)
 
 
 def _via_order(plan: Plan) -> list[str]:
@@ -173,22 +166,23 @@ def build_state(
     ``attr_values`` holds the when-attributes' values (any event of the window).
     """
     n_h = plan.n_hops
-    obj_orders, _ = resolve(plan, data)
-    # event -> orders
-    ev_idx = np.arange(len(data), dtype=np.int64)
-    own = data.order_id != ""
-    m_obj = _obj_codes(data.m_kind, data.m_object)
-    ment = pd.DataFrame({"ev": data.m_event, "obj": m_obj})
-    via_obj = ment.merge(obj_orders[["obj", "order"]], on="obj")[["ev", "order"]]
-    member = pd.concat(
-        [pd.DataFrame({"ev": ev_idx[own], "order": data.order_id[own]}), via_obj],
-        ignore_index=True,
-    ).drop_duplicates()
-    order_ids, member_order = np.unique(member["order"].to_numpy(dtype=object), return_inverse=True)
+    okind = kind_index(plan, data)
+    obj_orders = resolve(plan, data, okind)
+    # event -> orders: its own, and its objects' (a duplicate of its own dropped first)
+    own = np.flatnonzero(data.order >= 0)
+    via = pd.DataFrame({"ev": data.m_event, "obj": data.m_obj}).merge(obj_orders, on="obj")
+    vev = via["ev"].to_numpy(dtype=np.int64)
+    vor = via["order"].to_numpy(dtype=np.int64)
+    extra = vor != data.order[vev] if len(vev) else np.zeros(0, dtype=bool)
+    vpairs = pd.DataFrame({"ev": vev[extra], "order": vor[extra]}).drop_duplicates()
+    member_event = np.concatenate([own, vpairs["ev"].to_numpy(dtype=np.int64)])
+    member_code = np.concatenate([data.order[own], vpairs["order"].to_numpy(dtype=np.int64)])
+    codes, member_order = np.unique(member_code, return_inverse=True)
     member_order = member_order.astype(np.int64)
-    member_event = member["ev"].to_numpy(dtype=np.int64)
-    n = len(order_ids)
-    oindex = pd.Series(np.arange(n, dtype=np.int64), index=pd.Index(order_ids, dtype=object))
+    order_ids = data.order_names[codes] if len(codes) else np.empty(0, dtype=object)
+    n = len(codes)
+    code_to_o = np.full(len(data.order_names), -1, dtype=np.int64)
+    code_to_o[codes] = np.arange(n, dtype=np.int64)
     judged = np.ones(n, dtype=bool)
     if chosen is not None:
         judged = np.isin(order_ids, np.array(list(chosen), dtype=object))
@@ -211,10 +205,16 @@ def build_state(
     comp_any = comp.copy()
     reach_any = reach.copy()
 
-    # objects of the judged window: (order index, obj) per kind
-    oo = obj_orders[obj_orders["order"].isin(oindex.index)]
-    oo = oo.assign(o=oindex.reindex(oo["order"]).to_numpy(dtype=np.int64))
-    oo = oo.assign(kind=[x.split(SEP, 1)[0] for x in oo["obj"]] if len(oo) else [])
+    # the judged window's objects: (order index, object code)
+    oo_o = (
+        code_to_o[obj_orders["order"].to_numpy(dtype=np.int64)]
+        if len(obj_orders)
+        else np.empty(0, np.int64)
+    )
+    oo_obj = obj_orders["obj"].to_numpy(dtype=np.int64)
+    keep = oo_o >= 0
+    oo = pd.DataFrame({"o": oo_o[keep], "obj": oo_obj[keep]}).drop_duplicates()
+    oo_kind = okind[oo["obj"].to_numpy(dtype=np.int64)] if len(oo) else np.empty(0, np.int64)
     units: dict[str | None, Units] = {
         None: Units(
             None,
@@ -224,41 +224,36 @@ def build_state(
             last[:, :, COMPLETED],
             last[:, :, FAILED],
             reach,
+            np.full(n, -1, dtype=np.int64),
         )
     }
     objects_total: dict[str, I64] = {}
-    ment_kind = data.m_kind
+    m_kind = okind[data.m_obj] if len(data.m_obj) else np.empty(0, np.int64)
+    m_hop = data.hop[data.m_event] if len(data.m_event) else np.empty(0, np.int64)
+    member = pd.DataFrame({"ev": member_event, "o": member_order})
     for kind in plan.unit_kinds:
         if kind is None:
             continue
-        ko = oo[oo["kind"] == kind].drop_duplicates(["o", "obj"]).sort_values(["o", "obj"])
+        ki = plan.kinds.index(kind)
+        ko = oo[oo_kind == ki].sort_values(["o", "obj"])
+        ko_o = ko["o"].to_numpy(dtype=np.int64)
+        ko_obj = ko["obj"].to_numpy(dtype=np.int64)
         has = np.zeros(n, dtype=bool)
-        has[ko["o"].to_numpy(dtype=np.int64)] = True
-        objects_total[kind] = np.bincount(ko["o"].to_numpy(dtype=np.int64), minlength=n).astype(
-            np.int64
-        )
+        has[ko_o] = True
+        objects_total[kind] = np.bincount(ko_o, minlength=n).astype(np.int64)
         plain = np.flatnonzero(~has)
-        u_order = np.concatenate([ko["o"].to_numpy(dtype=np.int64), plain])
-        u_obj = np.concatenate(
-            [
-                np.array([x.replace(SEP, ":", 1) for x in ko["obj"]], dtype=object),
-                np.full(len(plain), None, dtype=object),
-            ]
-        )
         n_obj_units = len(ko)
+        u_order = np.concatenate([ko_o, plain])
+        u_obj = np.concatenate([data.obj_names[ko_obj], np.full(len(plain), None, dtype=object)])
+        u_code = np.concatenate([ko_obj, np.full(len(plain), -1, dtype=np.int64)])
         nu = len(u_order)
         # events of this kind's hops that name one of the order's objects
         kind_hops = np.array([i for i, e in enumerate(plan.each) if e == kind], dtype=np.int64)
-        sel = (ment_kind == kind) & np.isin(data.hop[data.m_event], kind_hops)
-        mk = pd.DataFrame({"ev": data.m_event[sel], "obj": m_obj[sel]})
-        pair = mk.merge(pd.DataFrame({"ev": member_event, "o": member_order}), on="ev")
-        uidx = pd.DataFrame(
-            {
-                "o": ko["o"].to_numpy(dtype=np.int64),
-                "obj": ko["obj"].to_numpy(dtype=object),
-                "u": np.arange(n_obj_units, dtype=np.int64),
-            }
+        sel = (m_kind == ki) & np.isin(m_hop, kind_hops)
+        pair = pd.DataFrame({"ev": data.m_event[sel], "obj": data.m_obj[sel]}).merge(
+            member, on="ev"
         )
+        uidx = pd.DataFrame({"o": ko_o, "obj": ko_obj, "u": np.arange(n_obj_units, dtype=np.int64)})
         pair = pair.merge(uidx, on=["o", "obj"])
         ue = pair["ev"].to_numpy(dtype=np.int64)
         uf, ul = _reduce(
@@ -275,15 +270,20 @@ def build_state(
             ul[:, :, COMPLETED],
             ul[:, :, FAILED],
             np.fmin(uf[:, :, COMPLETED], uf[:, :, FAILED]),
+            u_code,
         )
         units[kind] = u
         # order-level views of this kind's hops, for orders with such objects
         if n_obj_units and len(kind_hops):
             rows = u.order[:n_obj_units]
             for h in kind_hops:
-                c = u.comp_first[:n_obj_units, h]
-                r = u.reach_first[:n_obj_units, h]
-                df = pd.DataFrame({"o": rows, "c": c, "r": r})
+                df = pd.DataFrame(
+                    {
+                        "o": rows,
+                        "c": u.comp_first[:n_obj_units, h],
+                        "r": u.reach_first[:n_obj_units, h],
+                    }
+                )
                 g = df.groupby("o", sort=False).agg(
                     cmax=("c", "max"), cmin=("c", "min"), rmin=("r", "min"), cn=("c", "count"),
                     n=("c", "size"),
@@ -299,10 +299,9 @@ def build_state(
     for a in plan.condition_attrs:
         col = np.full(n, MISSING, dtype=object)
         av = attr_values.get(a)
-        if av is not None and len(av.seq):
-            pos = np.searchsorted(data.seq, av.seq)
-            pos = np.minimum(pos, max(len(data.seq) - 1, 0))
-            ok = data.seq[pos] == av.seq if len(data.seq) else np.zeros(0, bool)
+        if av is not None and len(av.seq) and len(data.seq):
+            pos = np.minimum(np.searchsorted(data.seq, av.seq), len(data.seq) - 1)
+            ok = data.seq[pos] == av.seq
             vals = pd.DataFrame(
                 {
                     "ev": pos[ok],
@@ -311,16 +310,20 @@ def build_state(
                     "eid": av.event_id[ok],
                     "v": av.value[ok],
                 }
-            ).merge(pd.DataFrame({"ev": member_event, "o": member_order}), on="ev")
+            ).merge(member, on="ev")
             vals = vals.sort_values(["o", "t", "src", "eid"], kind="stable").drop_duplicates("o")
             col[vals["o"].to_numpy(dtype=np.int64)] = vals["v"].to_numpy(dtype=object)
         attrs[a] = col
 
     # objects named in the window that belong to no order
-    linked = set(obj_orders["obj"])
-    unl = ment[~ment["obj"].isin(linked)] if len(ment) else ment
+    linked = np.zeros(len(data.obj_names), dtype=bool)
+    linked[obj_orders["obj"].to_numpy(dtype=np.int64)] = True
+    unl = ~linked[data.m_obj] if len(data.m_obj) else np.zeros(0, dtype=bool)
     unlinked = pd.DataFrame(
-        {"obj": unl["obj"].to_numpy(dtype=object), "ev": unl["ev"].to_numpy(dtype=np.int64)}
+        {
+            "obj": data.obj_names[data.m_obj[unl]] if unl.any() else np.empty(0, dtype=object),
+            "ev": data.m_event[unl],
+        }
     )
     return State(
         plan=plan,

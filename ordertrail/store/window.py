@@ -5,7 +5,7 @@ the same for a few chosen orders or objects (trace, probes). All the engine's SQ
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -38,31 +38,39 @@ def _mark(conn: Connection) -> str:
     return "%s" if conn.dialect.name == "postgresql" else "?"
 
 
+OBJ_SEP = ":"  # "kind:id": object kinds never hold a colon (the config says so), ids may
+
+
 @dataclass
 class WindowData:
-    """Columnar inputs of the engine: events, the objects they name, links.
+    """Columnar inputs of the engine: events, the objects they name, links — ids as codes.
 
-    Events: ``seq`` (ingest_seq), ``order_id`` ("" for none), ``hop`` (index into the pipeline's
-    hops), ``phase`` (PHASE_CODES), ``t`` (µs). Mentions: event position ``m_event`` (index into
-    the event arrays), ``m_kind``, ``m_object``. Links: object ``l_kind``/``l_object`` with
-    ``l_link_kind`` ("" = an order) and ``l_link_id``.
+    Events: ``seq`` (ingest_seq, ascending), ``order`` (code into ``order_names``, -1: none),
+    ``hop`` (index into the pipeline's hops), ``phase`` (PHASE_CODES), ``t`` (µs). Mentions:
+    event position ``m_event`` and object code ``m_obj`` (into ``obj_names``, "kind:id"). Links:
+    object ``l_obj`` with another object ``l_other`` or an order ``l_order`` (-1 for the other).
     """
 
     seq: I64
-    order_id: Obj
+    order: I64
     hop: I64
     phase: I64
     t: I64
-    m_event: I64 = field(default_factory=lambda: np.empty(0, dtype=np.int64))
-    m_kind: Obj = field(default_factory=lambda: np.empty(0, dtype=object))
-    m_object: Obj = field(default_factory=lambda: np.empty(0, dtype=object))
-    l_kind: Obj = field(default_factory=lambda: np.empty(0, dtype=object))
-    l_object: Obj = field(default_factory=lambda: np.empty(0, dtype=object))
-    l_link_kind: Obj = field(default_factory=lambda: np.empty(0, dtype=object))
-    l_link_id: Obj = field(default_factory=lambda: np.empty(0, dtype=object))
+    order_names: Obj
+    m_event: I64
+    m_obj: I64
+    obj_names: Obj
+    l_obj: I64
+    l_other: I64
+    l_order: I64
 
     def __len__(self) -> int:
         return len(self.seq)
+
+    @property
+    def obj_kind(self) -> Obj:
+        """The kind of each object code."""
+        return np.array([o.partition(OBJ_SEP)[0] for o in self.obj_names], dtype=object)
 
 
 def _hop_case(hops: Sequence[str], col: str = "hop") -> str:
@@ -86,114 +94,129 @@ def _bind(sql: str, lo: int, hi: int) -> str:
     return sql.replace(":lo", str(int(lo))).replace(":hi", str(int(hi)))
 
 
-def window_events(
-    conn: Connection, hops: Sequence[str], lo: int, hi: int, *, scan: bool = False
-) -> WindowData:
-    """Every event of the window ``lo < occurred_at <= hi`` at a hop of the pipeline."""
-    d = conn.dialect.name
-    sql = (
-        f"SELECT e.ingest_seq, e.order_id, {_hop_case(hops, 'e.hop')}, {_phase_case('e.phase')}, "
-        f"e.occurred_at FROM events e WHERE {_time_filter(d, scan)}"
+def _concat(dialect: str, *parts: str) -> str:
+    return " || ".join(parts) if dialect == "sqlite" else "CONCAT(" + ", ".join(parts) + ")"
+
+
+def events_sql(dialect: str, hops: Sequence[str], lo: int, hi: int, scan: bool) -> str:
+    return _bind(
+        f"SELECT e.ingest_seq AS seq, e.order_id AS order_id, {_hop_case(hops, 'e.hop')} AS hop, "
+        f"{_phase_case('e.phase')} AS phase, e.occurred_at AS t FROM events e "
+        f"WHERE {_time_filter(dialect, scan)}",
+        lo,
+        hi,
     )
-    data = _events_from_rows(_raw_rows(conn, _bind(sql, lo, hi)))
-    mentions = _raw_rows(conn, _bind(_mentions_sql(d, scan), lo, hi))
-    _attach_mentions(data, mentions)
-    return data
 
 
-def _mentions_sql(dialect: str, scan: bool) -> str:
+def mentions_sql(dialect: str, lo: int, hi: int, scan: bool) -> str:
+    sep = _quote(OBJ_SEP)
     if dialect == "postgresql":
-        return (
-            "SELECT e.ingest_seq, k.key, v.value FROM events e "
-            "CROSS JOIN LATERAL jsonb_each(e.objects::jsonb) k "
+        return _bind(
+            f"SELECT e.ingest_seq AS seq, {_concat(dialect, 'k.key', sep, 'v.value')} AS obj "
+            "FROM events e CROSS JOIN LATERAL jsonb_each(e.objects::jsonb) k "
             "CROSS JOIN LATERAL jsonb_array_elements_text(k.value) v "
-            f"WHERE e.objects <> '' AND {_time_filter(dialect, scan)}"
+            f"WHERE e.objects <> '' AND {_time_filter(dialect, scan)}",
+            lo,
+            hi,
         )
-    return (
-        "SELECT e.ingest_seq, k.key, v.value FROM events e, json_each(e.objects) k, "
-        f"json_each(k.value) v WHERE e.objects <> '' AND {_time_filter(dialect, scan)}"
+    return _bind(
+        f"SELECT e.ingest_seq AS seq, {_concat(dialect, 'k.key', sep, 'v.value')} AS obj "
+        "FROM events e, json_each(e.objects) k, json_each(k.value) v "
+        f"WHERE e.objects <> '' AND {_time_filter(dialect, scan)}",
+        lo,
+        hi,
     )
 
 
-def _events_from_rows(rows: list[tuple[Any, ...]]) -> WindowData:
-    cols: list[Any] = list(zip(*rows, strict=True)) if rows else [(), (), (), (), ()]
-    seq = np.fromiter(cols[0], dtype=np.int64, count=len(cols[0]))
-    order_id = np.array(cols[1], dtype=object)
-    hop = np.fromiter(cols[2], dtype=np.int64, count=len(cols[2]))
-    phase = np.fromiter(cols[3], dtype=np.int64, count=len(cols[3]))
-    t = np.fromiter(cols[4], dtype=np.int64, count=len(cols[4]))
+def links_sql(dialect: str, as_of: int) -> str:
+    sep = _quote(OBJ_SEP)
+    obj = _concat(dialect, "kind", sep, "object_id")
+    other = (
+        f"CASE WHEN link_kind = '' THEN '' ELSE {_concat(dialect, 'link_kind', sep, 'link_id')} END"
+    )
+    order = "CASE WHEN link_kind = '' THEN link_id ELSE '' END"
+    return (
+        f"SELECT {obj} AS obj, {other} AS other, {order} AS order_id FROM links "
+        f"WHERE occurred_at <= {int(as_of)}"
+    )
+
+
+def _np_int(col: Any) -> I64:
+    return np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def _np_str(col: Any) -> Obj:
+    return np.asarray(col.to_numpy(zero_copy_only=False), dtype=object)
+
+
+def _codes(*cols: Obj) -> tuple[list[I64], Obj]:
+    """One code space for several arrays of ids ("" -> -1): per array its codes, and the ids."""
+    import pandas as pd
+
+    joined = (
+        np.concatenate([np.asarray(c, dtype=object) for c in cols]) if cols else np.empty(0, object)
+    )
+    codes, uniques = pd.factorize(joined, sort=False)
+    uniques = np.asarray(uniques, dtype=object)
+    codes = np.asarray(codes, dtype=np.int64)
+    empty = np.flatnonzero(uniques == "")
+    if len(empty):
+        e = int(empty[0])
+        codes = np.where(codes == e, -1, np.where(codes > e, codes - 1, codes))
+        uniques = np.delete(uniques, e)
+    out: list[I64] = []
+    k = 0
+    for c in cols:
+        out.append(codes[k : k + len(c)])
+        k += len(c)
+    return out, uniques
+
+
+def build_window(
+    seq: I64, order_id: Obj, hop: I64, phase: I64, t: I64,
+    m_seq: I64, m_obj: Obj, l_obj: Obj, l_other: Obj, l_order: Obj,
+) -> WindowData:  # fmt: skip
+    """WindowData from plain columns (ids as text; "" = none)."""
     keep = hop >= 0
     if len(hop) and not keep.all():
         seq, order_id, hop, phase, t = seq[keep], order_id[keep], hop[keep], phase[keep], t[keep]
-    order = np.argsort(seq, kind="stable")
-    return WindowData(seq[order], order_id[order], hop[order], phase[order], t[order])
+    if len(seq) > 1 and not (np.diff(seq) > 0).all():
+        srt = np.argsort(seq, kind="stable")
+        seq, order_id, hop, phase, t = seq[srt], order_id[srt], hop[srt], phase[srt], t[srt]
+    (order, l_ord), order_names = _codes(order_id, l_order)
+    (m_o, l_o, l_oth), obj_names = _codes(m_obj, l_obj, l_other)
+    pos = np.searchsorted(seq, m_seq)
+    pos = np.minimum(pos, max(len(seq) - 1, 0))
+    ok = (seq[pos] == m_seq) if len(seq) else np.zeros(len(m_seq), dtype=bool)
+    return WindowData(
+        seq=seq, order=order, hop=hop, phase=phase, t=t, order_names=order_names,
+        m_event=pos[ok].astype(np.int64), m_obj=m_o[ok], obj_names=obj_names,
+        l_obj=l_o, l_other=l_oth, l_order=l_ord,
+    )  # fmt: skip
 
 
-def _attach_mentions(data: WindowData, rows: list[tuple[Any, ...]]) -> None:
-    if not rows:
-        return
-    seqs = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-    pos = np.searchsorted(data.seq, seqs)
-    pos = np.minimum(pos, max(len(data.seq) - 1, 0))
-    ok = (len(data.seq) > 0) & (data.seq[pos] == seqs) if len(data.seq) else np.zeros(0, bool)
-    data.m_event = pos[ok].astype(np.int64)
-    data.m_kind = np.array([r[1] for r in rows], dtype=object)[ok]
-    data.m_object = np.array([str(r[2]) for r in rows], dtype=object)[ok]
+def window_tables(dialect: str, hops: Sequence[str], lo: int, hi: int, scan: bool) -> list[str]:
+    """The three queries of a window: its events, the objects they name, every link shown by an
+    event at or before ``hi`` (links hold for good)."""
+    return [events_sql(dialect, hops, lo, hi, scan), mentions_sql(dialect, lo, hi, scan),
+            links_sql(dialect, hi)]  # fmt: skip
 
 
-def links_until(conn: Connection, as_of: int) -> tuple[Obj, Obj, Obj, Obj]:
-    """Every link shown by an event at or before ``as_of`` (links hold for good)."""
-    rows = _raw_rows(
-        conn,
-        "SELECT kind, object_id, link_kind, link_id FROM links WHERE occurred_at <= "
-        + str(int(as_of)),
-    )
-    return _link_columns(rows)
+def window_from_tables(ev: Any, me: Any, li: Any) -> WindowData:
+    """WindowData from the Arrow tables of :func:`window_tables`."""
+    return build_window(
+        _np_int(ev["seq"]), _np_str(ev["order_id"]), _np_int(ev["hop"]), _np_int(ev["phase"]),
+        _np_int(ev["t"]), _np_int(me["seq"]), _np_str(me["obj"]), _np_str(li["obj"]),
+        _np_str(li["other"]), _np_str(li["order_id"]),
+    )  # fmt: skip
 
 
-def _link_columns(rows: list[tuple[Any, ...]]) -> tuple[Obj, Obj, Obj, Obj]:
-    if not rows:
-        e = np.empty(0, dtype=object)
-        return e, e.copy(), e.copy(), e.copy()
-    k, o, lk, li = zip(*rows, strict=True)
-    return (
-        np.array(k, dtype=object),
-        np.array(o, dtype=object),
-        np.array(lk, dtype=object),
-        np.array(li, dtype=object),
-    )
-
-
-def attach_links(data: WindowData, links: tuple[Obj, Obj, Obj, Obj]) -> None:
-    data.l_kind, data.l_object, data.l_link_kind, data.l_link_id = links
-
-
-# -- attribute values ----------------------------------------------------------------------------
-
-
-def _json_typed(dialect: str, key: str) -> tuple[str, str]:
-    """SQL for (JSON type, value) of one top-level attribute."""
+def _json_text(dialect: str, key: str) -> str:
+    """SQL for one top-level attribute as JSON text ('19.99', '"pickup"', 'true'), or NULL."""
     if dialect == "postgresql":
-        k = _quote(key)
-        return f"jsonb_typeof(e.attributes::jsonb -> {k})", f"(e.attributes::jsonb ->> {k})"
+        return f"((e.attributes::jsonb -> {_quote(key)})::text)"
     path = _quote('$."' + key.replace("\\", "\\\\").replace('"', '\\"') + '"')
-    return f"json_type(e.attributes, {path})", f"json_extract(e.attributes, {path})"
-
-
-def _typed_value(typ: str | None, v: Any) -> Any:
-    """A JSON value as Python, whatever the database: booleans stay booleans."""
-    if typ in ("true", "false"):
-        return typ == "true"
-    if typ == "boolean":
-        return v in ("true", True)
-    if typ in ("integer", "real"):
-        return v
-    if typ == "number":
-        f = float(v)
-        return int(v) if f.is_integer() and "." not in str(v) and "e" not in str(v).lower() else f
-    if typ in ("object", "array"):
-        return orjson.loads(v) if isinstance(v, str | bytes) else v
-    return v  # text / string
+    return f"(e.attributes -> {path})"
 
 
 @dataclass
@@ -207,8 +230,8 @@ class AttributeValues:
     value: Obj
 
 
-def attribute_values(
-    conn: Connection,
+def attribute_sql(
+    dialect: str,
     key: str,
     lo: int,
     hi: int,
@@ -216,35 +239,46 @@ def attribute_values(
     hops: Sequence[str] | None = None,
     seqs: Iterable[int] | None = None,
     scan: bool = False,
-) -> AttributeValues:
+) -> str | None:
     """Events of the window carrying attribute ``key`` (not null), optionally at ``hops`` or
-    among ``seqs``."""
-    d = conn.dialect.name
-    typ, val = _json_typed(d, key)
+    among ``seqs``, with the value as JSON text; None when nothing can match."""
+    val = _json_text(dialect, key)
     sql = (
-        f"SELECT e.ingest_seq, e.occurred_at, e.source, e.event_id, {typ}, {val} FROM events e "
-        f"WHERE {_time_filter(d, scan)} AND {typ} IS NOT NULL AND {typ} <> 'null'"
+        f"SELECT e.ingest_seq AS seq, e.occurred_at AS t, e.source AS src, e.event_id AS eid, "
+        f"{val} AS v FROM events e WHERE {_time_filter(dialect, scan)} AND {val} IS NOT NULL "
+        f"AND {val} <> 'null'"
     )
     if hops is not None:
         if not hops:
-            return _attr_columns([])
+            return None
         sql += " AND e.hop IN (" + ", ".join(_quote(h) for h in hops) + ")"
     if seqs is not None:
         ids = sorted({int(s) for s in seqs})
         if not ids:
-            return _attr_columns([])
+            return None
         sql += " AND e.ingest_seq IN (" + ", ".join(map(str, ids)) + ")"
-    return _attr_columns(_raw_rows(conn, _bind(sql, lo, hi)))
+    return _bind(sql, lo, hi)
 
 
-def _attr_columns(rows: list[tuple[Any, ...]]) -> AttributeValues:
-    n = len(rows)
+def attribute_from_table(tb: Any | None) -> AttributeValues:
+    """AttributeValues from the Arrow table of :func:`attribute_sql`; values decoded from JSON,
+    so ``true`` stays a boolean and ``"1"`` text."""
+    if tb is None or tb.num_rows == 0:
+        return _attr_columns(np.empty(0, np.int64), np.empty(0, np.int64), [], [], [])
+    return _attr_columns(
+        _np_int(tb["seq"]), _np_int(tb["t"]), _np_str(tb["src"]), _np_str(tb["eid"]),
+        tb["v"].to_pylist(),
+    )  # fmt: skip
+
+
+def _attr_columns(seq: I64, t: I64, src: Any, eid: Any, texts: list[Any]) -> AttributeValues:
+    loads = orjson.loads
     return AttributeValues(
-        np.fromiter((r[0] for r in rows), dtype=np.int64, count=n),
-        np.fromiter((r[1] for r in rows), dtype=np.int64, count=n),
-        np.array([r[2] for r in rows], dtype=object),
-        np.array([r[3] for r in rows], dtype=object),
-        np.array([_typed_value(r[4], r[5]) for r in rows] if n else [], dtype=object),
+        seq,
+        t,
+        np.asarray(src, dtype=object),
+        np.asarray(eid, dtype=object),
+        np.array([loads(x) for x in texts] if texts else [], dtype=object),
     )
 
 
@@ -368,8 +402,8 @@ def chosen_window(
     orders: Sequence[str],
     objects: Iterable[tuple[str, str]],
 ) -> WindowData:
-    """The window's events of chosen orders plus those naming chosen objects, with their
-    mentions (only the mentions of chosen objects and of the events' own lists)."""
+    """The window's events of chosen orders plus those naming chosen objects, with the objects
+    they name and the links of all those objects (as of ``hi``)."""
     d = conn.dialect.name
     m = _mark(conn)
     base = (
@@ -397,21 +431,35 @@ def chosen_window(
             params,
         ):
             rows[int(r[0])] = r
-    ordered = [rows[s] for s in sorted(rows)]
-    data = _events_from_rows([r[:5] for r in ordered])
-    mentions: list[tuple[Any, ...]] = []
+    ordered = [rows[s_] for s_ in sorted(rows)]
+    m_seq: list[int] = []
+    m_obj: list[str] = []
+    named: set[tuple[str, str]] = set(objs)
     for r in ordered:
         if r[5]:
             for kind, ids in orjson.loads(r[5]).items():
-                mentions.extend((int(r[0]), kind, i) for i in ids)
-    _attach_mentions(data, mentions)
-    return data
+                for i in ids:
+                    m_seq.append(int(r[0]))
+                    m_obj.append(f"{kind}{OBJ_SEP}{i}")
+                    named.add((kind, i))
+    links = links_among(conn, named, hi)
+    n = len(ordered)
+    return build_window(
+        np.fromiter((r[0] for r in ordered), dtype=np.int64, count=n),
+        np.array([r[1] for r in ordered], dtype=object),
+        np.fromiter((r[2] for r in ordered), dtype=np.int64, count=n),
+        np.fromiter((r[3] for r in ordered), dtype=np.int64, count=n),
+        np.fromiter((r[4] for r in ordered), dtype=np.int64, count=n),
+        np.array(m_seq, dtype=np.int64),
+        np.array(m_obj, dtype=object),
+        *links,
+    )
 
 
 def links_among(
     conn: Connection, objects: Iterable[tuple[str, str]], as_of: int
-) -> tuple[Obj, Obj, Obj, Obj]:
-    """The links of chosen objects (as of ``as_of``)."""
+) -> tuple[Obj, Obj, Obj]:
+    """The links of chosen objects (as of ``as_of``): (object, other object or "", order or "")."""
     m = _mark(conn)
     objs = sorted(set(objects))
     rows: list[tuple[Any, ...]] = []
@@ -427,7 +475,10 @@ def links_among(
                 params,
             )
         )
-    return _link_columns(rows)
+    obj = np.array([f"{r[0]}{OBJ_SEP}{r[1]}" for r in rows], dtype=object)
+    other = np.array([f"{r[2]}{OBJ_SEP}{r[3]}" if r[2] else "" for r in rows], dtype=object)
+    order = np.array([r[3] if not r[2] else "" for r in rows], dtype=object)
+    return obj, other, order
 
 
 def orders_like(conn: Connection, order_id: str) -> bool:

@@ -1,0 +1,179 @@
+"""Columnar reads: query results as Arrow tables, through ADBC (the SQLite and PostgreSQL drivers
+of Apache Arrow's database connectivity project) — no Python object per row.
+
+Reading millions of rows through a DBAPI cursor costs more than the reconciliation itself;
+ADBC hands the database's rows to Arrow in C.
+
+SQLite needs care: ADBC's driver carries its own copy of SQLite, and two copies of SQLite in one
+process do not see each other's POSIX locks or WAL-index state (sqlite.org/howtocorrupt.html,
+2.2.1) — a reader can miss rows another connection of the same process committed. So SQLite is
+read by a short-lived reader process (``python -m ordertrail.store.arrow``) that streams the
+tables back as Arrow IPC and dies with its parent. Where no ADBC driver applies (an in-memory
+store, a driver that is not installed) rows come through the DBAPI cursor instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+import pyarrow as pa
+from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
+
+logger = logging.getLogger(__name__)
+
+
+class Reader:
+    """Runs read queries for one store and returns Arrow tables."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.mode = "dbapi"
+        self._pg: Any = None
+        url = engine.url
+        if url.get_backend_name() == "sqlite":
+            db = url.database or ""
+            if (
+                db
+                and db != ":memory:"
+                and not db.startswith("file:")
+                and _has("adbc_driver_sqlite")
+            ):
+                self.mode = "sqlite-process"
+                self.db = db
+        elif url.get_backend_name() == "postgresql" and _has("adbc_driver_postgresql"):
+            import adbc_driver_postgresql.dbapi as pg_adbc
+
+            plain = make_url(url.render_as_string(hide_password=False)).set(drivername="postgresql")
+            try:
+                self._pg = pg_adbc.connect(
+                    plain.render_as_string(hide_password=False), autocommit=True
+                )
+                self.mode = "adbc"
+            except Exception as e:  # a driver that cannot connect: the DBAPI cursor still can
+                logger.debug("no ADBC connection (%s); reading through the DBAPI cursor", e)
+
+    def tables(self, sqls: Sequence[str]) -> list[pa.Table]:
+        """The result of each query, in order."""
+        if self.mode == "sqlite-process":
+            return _read_in_process(self.db, list(sqls))
+        if self.mode == "adbc":
+            return [_adbc_query(self._pg, s) for s in sqls]
+        return [_dbapi_query(self.engine, s) for s in sqls]
+
+    def close(self) -> None:
+        if self._pg is not None:
+            self._pg.close()
+            self._pg = None
+
+    def __enter__(self) -> Reader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def _adbc_query(conn: Any, sql: str) -> pa.Table:
+    cur = conn.cursor()
+    try:
+        cur.execute(sql)
+        return cur.fetch_arrow_table()
+    finally:
+        cur.close()
+
+
+def _dbapi_query(engine: Engine, sql: str) -> pa.Table:
+    with engine.connect() as conn:
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        cur = raw.cursor()
+        try:
+            cur.execute(sql)
+            names = [d[0] for d in cur.description]
+            rows = cur.fetchall()
+        finally:
+            cur.close()
+    cols: list[list[Any]] = [list(c) for c in zip(*rows, strict=True)] if rows else []
+    if not cols:
+        cols = [[] for _ in names]
+    return pa.table({n: pa.array(c) for n, c in zip(names, cols, strict=True)})
+
+
+def _die_with_parent() -> None:
+    """In the child: receive SIGKILL when the parent dies (Linux), so no reader is left over."""
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _read_in_process(db: str, sqls: list[str]) -> list[pa.Table]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ordertrail.store.arrow"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    proc.stdin.write(orjson.dumps({"db": db, "sqls": sqls}))
+    proc.stdin.close()
+    out: list[pa.Table] = []
+    try:
+        for _ in sqls:
+            out.append(pa.ipc.open_stream(proc.stdout).read_all())
+    except pa.ArrowInvalid:
+        pass
+    err = proc.stderr.read().decode("utf-8", "replace").strip()
+    code = proc.wait()
+    if code != 0 or len(out) != len(sqls):
+        from ordertrail.errors import StoreError
+
+        last = err.splitlines()[-1] if err else f"exit status {code}"
+        raise StoreError(f"cannot read the store {db}: {last}")
+    return out
+
+
+def _serve() -> None:
+    """The reader process: queries on stdin (JSON), Arrow IPC streams on stdout."""
+    import adbc_driver_sqlite.dbapi as sqlite_adbc
+
+    req = orjson.loads(sys.stdin.buffer.read())
+    conn = sqlite_adbc.connect(req["db"], autocommit=True)
+    try:
+        out = sys.stdout.buffer
+        for sql in req["sqls"]:
+            tb = _adbc_query(conn, sql)
+            with pa.ipc.new_stream(out, tb.schema) as w:
+                w.write_table(tb)
+            out.flush()
+    finally:
+        conn.close()
+
+
+if __name__ == "__main__":
+    try:
+        _serve()
+    except Exception as e:  # one line for the parent's error message
+        print(
+            f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else e}",
+            file=sys.stderr,
+        )
+        sys.exit(1)
