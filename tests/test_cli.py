@@ -113,3 +113,48 @@ def test_collect_refuses_a_file_source_clearly(tmp_path: Path) -> None:
     )
     r = invoke(["collect", "f"], tmp_path)
     assert r.exit_code == 2 and "run 'ordertrail ingest f'" in r.stderr  # type: ignore[attr-defined]
+
+
+def test_demo_refuses_a_folder_it_did_not_write_and_deletes_nothing(tmp_path: Path) -> None:
+    proj = tmp_path / "proj"
+    (proj / "data").mkdir(parents=True)
+    (proj / "data" / "orders.csv").write_text("mine\n")
+    (proj / "ordertrail.toml").write_text("# the user's own config\n")
+    r = invoke(["demo", "--orders", "50", "--dir", str(proj)], tmp_path)
+    assert r.exit_code == 2 and "not empty" in r.stderr  # type: ignore[attr-defined]
+    # --force never overwrites what the demo did not write
+    r = invoke(["demo", "--orders", "50", "--dir", str(proj), "--force"], tmp_path)
+    assert r.exit_code == 2 and "never overwrites" in r.stderr  # type: ignore[attr-defined]
+    assert (proj / "data" / "orders.csv").read_text() == "mine\n"
+    assert (proj / "ordertrail.toml").read_text() == "# the user's own config\n"
+    assert sorted(p.name for p in proj.rglob("*")) == ["data", "orders.csv", "ordertrail.toml"]
+
+
+def test_demo_reruns_in_its_own_folder_and_force_adds_beside_other_files(tmp_path: Path) -> None:
+    d = tmp_path / "d"
+    assert invoke(["demo", "--orders", "50", "--dir", str(d)], tmp_path).exit_code == 0  # type: ignore[attr-defined]
+    (d / "notes.txt").write_text("keep me")
+    assert invoke(["demo", "--orders", "50", "--dir", str(d)], tmp_path).exit_code == 0  # type: ignore[attr-defined]
+    assert (d / "notes.txt").read_text() == "keep me"
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "README").write_text("x")
+    r = invoke(["demo", "--orders", "50", "--dir", str(other), "--force"], tmp_path)
+    assert r.exit_code == 0 and (other / "README").read_text() == "x"  # type: ignore[attr-defined]
+
+
+def test_demo_never_writes_into_the_configured_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prod = tmp_path / "prod.db"
+    url = f"sqlite:///{prod}"
+    monkeypatch.setenv("ORDERTRAIL_DB_URL", url)
+    from ordertrail.store import Store
+
+    Store(url).close()
+    before = prod.read_bytes()
+    r = invoke(["--db", url, "demo", "--orders", "50", "--dir", str(tmp_path / "d")], tmp_path)
+    assert r.exit_code == 0, r.stderr  # type: ignore[attr-defined]
+    assert prod.read_bytes() == before
+    assert "left alone" in r.stdout  # type: ignore[attr-defined]
+    assert (tmp_path / "d" / "ordertrail.db").exists()

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import orjson
 
 from ordertrail import __version__
 from ordertrail.cli.render import (
@@ -796,6 +797,53 @@ def report(
 # -- demo ------------------------------------------------------------------------------------
 
 
+DEMO_MARKER = ".ordertrail-demo"  # lists what the demo wrote, so a rerun removes only that
+DEMO_PATHS = ("ordertrail.toml", "data", "ordertrail.db", "ordertrail.db-wal", "ordertrail.db-shm")
+
+
+def _demo_folder(root: Path, force: bool) -> None:
+    """Make ``root`` ready for the demo without touching anything the demo did not write.
+
+    An empty or missing folder is used as is. A folder of an earlier demo (its marker lists what
+    it wrote) has exactly those paths removed. Any other non-empty folder is refused — with
+    ``--force`` it is used as long as none of the demo's paths exist in it.
+    """
+    marker = root / DEMO_MARKER
+    if root.exists() and not root.is_dir():
+        raise click.UsageError(f"--dir {root}: not a folder")
+    if marker.exists():
+        try:
+            wrote = orjson.loads(marker.read_bytes()).get("wrote", [])
+        except (orjson.JSONDecodeError, AttributeError):
+            raise click.UsageError(
+                f"--dir {root}: its {DEMO_MARKER} is not readable; remove the folder yourself"
+            ) from None
+        for rel in wrote:
+            if rel not in DEMO_PATHS:  # a marker never makes the demo delete anything else
+                continue
+            p = root / rel
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            elif p.exists() or p.is_symlink():
+                p.unlink()
+        marker.unlink()
+    elif root.exists() and any(root.iterdir()):
+        clash = [rel for rel in DEMO_PATHS if (root / rel).exists() or (root / rel).is_symlink()]
+        if not force:
+            raise click.UsageError(
+                f"--dir {root} is not empty and not an earlier demo's folder; the demo writes "
+                "only into an empty folder (choose another --dir, or --force to add its files "
+                "here when none of them exists yet)"
+            )
+        if clash:
+            raise click.UsageError(
+                f"--dir {root} already has {', '.join(clash)}; the demo never overwrites files "
+                "it did not write (choose another --dir)"
+            )
+    root.mkdir(parents=True, exist_ok=True)
+    marker.write_bytes(orjson.dumps({"wrote": list(DEMO_PATHS)}))
+
+
 @cli.command()
 @click.option("--orders", default=5000, show_default=True, type=click.IntRange(10))
 @click.option("--seed", default=7, show_default=True, type=int)
@@ -805,59 +853,60 @@ def report(
     default="ordertrail-demo",
     show_default=True,
     type=click.Path(file_okay=False),
-    help="Where the demo writes its files and store.",
+    help="Where the demo writes its files and store (an empty folder, or an earlier demo's).",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Use a non-empty folder, as long as none of the demo's files exist in it.",
 )
 @click.pass_obj
-def demo(state: AppState, orders: int, seed: int, directory: str) -> None:
-    """Simulate a faulty pipeline, ingest it, reconcile, show what was caught."""
+def demo(state: AppState, orders: int, seed: int, directory: str, force: bool) -> None:
+    """Simulate a faulty shop, ingest it, reconcile, show what was caught.
+
+    The demo always uses its own SQLite store in its folder: --db, ORDERTRAIL_DB_URL and any
+    config's store are left alone."""
     from ordertrail.collectors import file_sources
     from ordertrail.schemas.config import load_config
-    from ordertrail.simulation import Simulation
+    from ordertrail.simulation.shop import ShopSimulation
     from ordertrail.store import Store
 
     root = Path(directory)
-    if (root / "data").exists():
-        shutil.rmtree(root / "data")
-    root.mkdir(parents=True, exist_ok=True)
-    sim = Simulation(orders=orders, seed=seed)
-    res = sim.run(root)
+    _demo_folder(root, force)
     console = stdout_console()
+    if state.db_url or os.environ.get("ORDERTRAIL_DB_URL"):
+        console.print(
+            "The demo uses its own store in its folder; --db and ORDERTRAIL_DB_URL are left alone."
+        )
+    with progress_bar("Simulating orders", orders) as advance:
+        res = ShopSimulation(orders=orders, seed=seed).run(root, on_order=advance)
     console.print(
         f"Simulated {res.orders:,} orders ({res.events:,} events, {res.malformed} malformed "
         f"records) in {root}/data; faults injected: {sum(res.faults.values()):,}"
     )
     cfg = load_config(res.config_path)
-    if state.db_url:
-        url = state.db_url
-    else:
-        db = root / "ordertrail.db"
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{db}{suffix}").unlink(missing_ok=True)
-        url = f"sqlite:///{db.resolve()}"
+    url = f"sqlite:///{(root / 'ordertrail.db').resolve()}"
     with Store(url) as store:
         reports = [_ingest_one(store, cfg, s, 20_000) for s in file_sources(cfg)]
         print_ingest_summary(reports)
         _demo_reconcile(store, cfg, res, console)
     exe = os.path.relpath(sys.argv[0]) if os.path.exists(sys.argv[0]) else "ordertrail"
     cfg_arg = f"--config {root / 'ordertrail.toml'}"
-    example = next(
-        (k[0] for k, v in sorted(res.expected.items()) if v == "lost_before_fulfillment"), None
-    )
+    at = f"--as-of {res.as_of:%Y-%m-%dT%H:%M:%SZ}"
+    lost = next((k for k, v in sorted(res.expected.items()) if v == "parcel_lost"), None)
     console.print(f"Explore it: {exe} {cfg_arg} status")
-    if example:
+    if lost:
         console.print(
-            f"            {exe} {cfg_arg} trace {example} --as-of {res.as_of:%Y-%m-%dT%H:%M:%SZ}"
+            f"            {exe} {cfg_arg} trace {lost[4][0]} {at}   # a parcel that never arrived"
         )
-    console.print(
-        f"            {exe} {cfg_arg} report --as-of {res.as_of:%Y-%m-%dT%H:%M:%SZ} --html report.html"
-    )
+    console.print(f"            {exe} {cfg_arg} report {at} --html report.html")
 
 
 def _demo_reconcile(store: Any, cfg: Any, res: Any, console: Any) -> None:
     """Reconcile the demo store and compare what was caught with what was injected."""
     from ordertrail.reconcile import reconcile
     from ordertrail.schemas.event import datetime_to_us
-    from ordertrail.simulation.pipeline import compare
+    from ordertrail.simulation.shop import compare, finding_key
 
     result = reconcile(store, cfg, as_of=datetime_to_us(res.as_of))
     print_reconcile(result, cfg, limit=8)
@@ -869,14 +918,17 @@ def _demo_reconcile(store: Any, cfg: Any, res: Any, console: Any) -> None:
             "Injected vs caught", ["fault", "finding kinds", "injected", "caught", "missed"], rows
         )
     )
-    extra = sum(
-        1
-        for f in result.active()
-        if (f["order_id"], f["kind"], f["hop"], f["from_hop"] or "") not in res.expected
-    )
+    active = result.active()
+    extra = sum(1 for f in active if finding_key(f) not in res.expected)
+    on_controls = sum(1 for f in active if f["order_id"] in res.control_orders)
     console.print(f"Findings with no injected fault behind them: {extra}")
     console.print(
-        f"Malformed records injected: {res.malformed}; in quarantine: {store.count_quarantine()}"
+        f"Control orders (pickups, split shipments, cancellations, second success events …): "
+        f"{len(res.control_orders):,}; findings on them: {on_controls}"
+    )
+    console.print(
+        f"Malformed records injected: {res.malformed}; in quarantine: {store.count_quarantine()}; "
+        f"filtered by `where`: {sum(res.filtered.values()):,}"
     )
 
 

@@ -25,7 +25,7 @@ import hashlib
 import logging
 import random
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from pathlib import Path
@@ -380,11 +380,13 @@ class ShopSimulation:
     mix_rate: float = 0.12  # orders whose last parcel also takes items of the next order
     session_rate: float = 0.3  # orders paid through Stripe Checkout (a second success event)
 
-    def run(self, root: str | Path) -> ShopResult:
-        return simulate_shop(self, Path(root))
+    def run(self, root: str | Path, on_order: Callable[[int], None] | None = None) -> ShopResult:
+        return simulate_shop(self, Path(root), on_order)
 
 
-def simulate_shop(sim: ShopSimulation, root: Path) -> ShopResult:
+def simulate_shop(
+    sim: ShopSimulation, root: Path, on_order: Callable[[int], None] | None = None
+) -> ShopResult:
     """Write the shop's config and data files under ``root``; return the ground truth."""
     if not 14 <= sim.days <= 21:
         # fewer days leave no room for faults before the outage; more put the first orders
@@ -398,7 +400,7 @@ def simulate_shop(sim: ShopSimulation, root: Path) -> ShopResult:
         sim = replace(sim, as_of=sim.as_of.replace(tzinfo=UTC))  # naive means UTC
     gen = _ShopGenerator(sim, root)
     try:
-        gen.run()
+        gen.run(on_order)
     finally:
         gen.close()
     return gen.res
@@ -700,9 +702,12 @@ class _ShopGenerator:
 
     # -- the run ----------------------------------------------------------------------------
 
-    def run(self) -> None:
+    def run(self, on_order: Callable[[int], None] | None = None) -> None:
         sim = self.sim
+        step = max(1, sim.orders // 200)
         for i in range(sim.orders):
+            if on_order is not None and i % step == 0 and i:
+                on_order(step)
             part = i * self.nparts // sim.orders
             for _ in range(self.bad_shop[i]):
                 self._bad_shop_record(i, part)
