@@ -264,6 +264,11 @@ def print_status(st: Any) -> None:
         f"{st.events:,} events of {st.orders:,} orders; {st.quarantine:,} records in quarantine; "
         f"{st.filtered:,} filtered"
     )
+    if st.unlinked is not None:
+        console.print(
+            f"{st.unlinked:,} objects linked to no order (reconcile run {st.unlinked_run}); "
+            "list them with: ordertrail findings --kind orphan"
+        )
 
 
 # -- reconcile -------------------------------------------------------------------------------

@@ -232,7 +232,8 @@ def reconcile(
         summary = {k: int(v) for k, v in active["kind"].value_counts().items()}
         summary = {k: summary[k] for k in KINDS if k in summary}
         n_orders = int(judged.sum())
-        runs.finish_run(conn, run_id, n_orders, len(loaded.data), summary)
+        unlinked = int(st.unlinked["obj"].nunique()) if len(st.unlinked) else 0
+        runs.finish_run(conn, run_id, n_orders, len(loaded.data), summary, unlinked)
     if progress:
         progress("write", 3, 3)
     states = pd.Series(cls.state[judged]).value_counts().to_dict() if len(cls.state) else {}
@@ -250,6 +251,7 @@ def reconcile(
         "findings": len(active),
         "resolved": int((out["status"] == "resolved").sum()),
         "expired": int((out["status"] == "expired").sum()),
+        "unlinked": unlinked,
         "seconds": round(time.perf_counter() - t_start, 3),
         "pipeline": config.pipeline.name,
     }

@@ -32,12 +32,13 @@ def start_run(
 
 
 def finish_run(
-    conn: Connection, run_id: int, orders: int, events: int, summary: dict[str, Any]
-) -> None:
+    conn: Connection, run_id: int, orders: int, events: int, summary: dict[str, Any],
+    unlinked: int = 0,
+) -> None:  # fmt: skip
     conn.execute(
         t.runs.update()
         .where(t.runs.c.id == run_id)
-        .values(finished_at=now_us(), orders=orders, events=events,
+        .values(finished_at=now_us(), orders=orders, events=events, unlinked=unlinked,
                 summary=orjson.dumps(summary).decode(), status="done")
     )  # fmt: skip
 

@@ -44,6 +44,8 @@ class StoreStatus:
     quarantine: int
     orders: int
     sources: list[SourceStatus]
+    unlinked: int | None = None  # objects of no order, as the last reconcile run saw them
+    unlinked_run: int | None = None
 
     @property
     def filtered(self) -> int:
@@ -55,6 +57,8 @@ class StoreStatus:
             "quarantine": self.quarantine,
             "filtered": self.filtered,
             "orders": self.orders,
+            "unlinked": self.unlinked,
+            "unlinked_run": self.unlinked_run,
             "sources": [s.as_dict() for s in self.sources],
         }
 
@@ -97,7 +101,10 @@ def store_status(store: Store, config: Config | None) -> StoreStatus:
                 "not_order_spans": int(positions.get("", {}).get("not_order_spans", 0))
             }
         out.append(st)
-    return StoreStatus(store.count_events(), store.count_quarantine(), store.count_orders(), out)
+    unlinked, run = store.last_run_unlinked()
+    return StoreStatus(
+        store.count_events(), store.count_quarantine(), store.count_orders(), out, unlinked, run
+    )
 
 
 def _file_progress(

@@ -165,6 +165,18 @@ class Store:
         with self.engine.connect() as conn:
             return [row_to_event(r) for r in conn.execute(q).mappings()]
 
+    def last_run_unlinked(self) -> tuple[int | None, int | None]:
+        """(objects of no order, run id) as the last full reconcile run saw them."""
+        c = tables.runs.c
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(c.unlinked, c.id)
+                .where(c.status == "done", c.shard == "")
+                .order_by(c.id.desc())
+                .limit(1)
+            ).first()
+        return (int(row[0]), int(row[1])) if row else (None, None)
+
     def max_ingest_seq(self) -> int:
         with self.engine.connect() as conn:
             v = conn.execute(select(func.max(tables.events.c.ingest_seq))).scalar_one()

@@ -124,6 +124,7 @@ runs = Table(
     Column("events", Integer, nullable=False, default=0),
     Column("summary", Text, nullable=False, default="{}"),
     Column("status", Text, nullable=False, default="running"),
+    Column("unlinked", Integer, nullable=False, server_default="0"),  # objects of no order
 )
 
 findings = Table(
