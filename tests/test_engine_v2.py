@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from click.testing import CliRunner
 from sqlalchemy import create_engine, text
 
@@ -231,3 +232,26 @@ def test_a_v1_store_upgrades_in_place_and_reconciles_the_same(tmp_path: Path) ->
     fresh.close()
     assert key(got) == key(want)
     assert {f["kind"] for f in got.active()} == {"vanished", "duplicate", "orphan"}
+
+
+def test_columnar_reads_see_what_this_process_just_wrote(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SQLite reader process (ADBC) reads what the pooled connections of this process
+    committed a moment ago, and gives the same findings as the DBAPI path."""
+    from ordertrail.store import arrow
+
+    cfg = parse_config(CONFIG)
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    with trail_store(url) as s:
+        monkeypatch.setattr(arrow, "PROCESS_MIN_ROWS", 10**9)
+        by_cursor = reconcile(s, cfg, as_of=T0 + 20 * H)
+        monkeypatch.setattr(arrow, "PROCESS_MIN_ROWS", 0)
+        by_process = reconcile(s, cfg, as_of=T0 + 20 * H)
+        assert [f["detail"] for f in by_process.active()] == [
+            f["detail"] for f in by_cursor.active()
+        ]
+        # A-3 is picked now: the next run must see it
+        s.write_batch(events=[ev("p9", "A", "picked", 20 * 60 - 5, item=["A-3"])])
+        again = reconcile(s, cfg, as_of=T0 + 20 * H)
+    assert not any(f["order_id"] == "A" and f["kind"] == "vanished" for f in again.active())

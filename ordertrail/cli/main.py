@@ -379,7 +379,14 @@ def parse_time_option(value: str | None, name: str, tz: str = "UTC") -> int | No
         ) from None
 
 
-FINDING_COLUMNS = ["order_id", "kind", "hop", "from_hop", "since", "detail", "status"]
+FINDING_COLUMNS = [
+    "order_id", "kind", "hop", "from_hop", "field", "objects", "since", "detail", "status",
+]  # fmt: skip
+
+
+def who(f: dict[str, Any]) -> str:
+    """The order a finding is about, or (an unlinked object's orphan) its objects."""
+    return str(f["order_id"]) if f["order_id"] else " ".join(f.get("objects") or [])
 
 
 def emit(result: Any, fmt: str, output: str | None, cfg: Any) -> None:
@@ -408,7 +415,12 @@ def findings_csv(rows: list[dict[str, Any]]) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(FINDING_COLUMNS)
     for f in rows:
-        w.writerow(["" if f[c] is None else f[c] for c in FINDING_COLUMNS])
+        w.writerow(
+            [
+                " ".join(f[c]) if c == "objects" else "" if f[c] is None else f[c]
+                for c in FINDING_COLUMNS
+            ]
+        )
     return buf.getvalue()
 
 
@@ -491,7 +503,7 @@ def print_reconcile(result: Any, cfg: Any, limit: int = 20, console: Any = None)
         ]
         rows = [
             (
-                f["order_id"],
+                who(f),
                 f["kind"],
                 f["hop"],
                 f["since"][:16],
@@ -517,7 +529,7 @@ def print_reconcile(result: Any, cfg: Any, limit: int = 20, console: Any = None)
 @click.option("--hop", "hops", multiple=True, help="Only findings at this hop (repeatable).")
 @click.option(
     "--status",
-    type=click.Choice(["new", "open", "resolved", "active", "all"]),
+    type=click.Choice(["new", "open", "resolved", "expired", "active", "all"]),
     default="active",
     show_default=True,
     help="active = new and open.",
@@ -565,7 +577,7 @@ def findings(
                 ["order", "kind", "hop", "since", "status", "detail"],
                 [
                     (
-                        f["order_id"],
+                        who(f),
                         f["kind"],
                         f["hop"],
                         (f["since"] or "")[:16],

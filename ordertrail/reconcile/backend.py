@@ -57,6 +57,7 @@ class SqlBackend:
         cfg = plan.config
         d = self.store.dialect
         chosen = orders is not None or objects is not None
+        total = 0
         with self.store.engine.connect() as conn:
             if chosen:
                 scan = False
@@ -92,7 +93,7 @@ class SqlBackend:
             )
         sqls = [] if chosen else w.window_tables(d, plan.names, lo, hi, scan)
         sqls += [q for _, _, q in attr_q if q is not None]
-        with Reader(self.store.engine) as reader:
+        with Reader(self.store.engine, 0 if chosen else total) as reader:
             tables = reader.tables(sqls) if sqls else []
         if not chosen:
             data = w.window_from_tables(*tables[:3])

@@ -29,15 +29,20 @@ from sqlalchemy.engine import make_url
 logger = logging.getLogger(__name__)
 
 
-class Reader:
-    """Runs read queries for one store and returns Arrow tables."""
+# below this many rows a DBAPI cursor is quicker than starting the SQLite reader process
+PROCESS_MIN_ROWS = int(os.environ.get("ORDERTRAIL_ARROW_PROCESS_MIN_ROWS", "200000"))
 
-    def __init__(self, engine: Engine):
+
+class Reader:
+    """Runs read queries for one store and returns Arrow tables. ``rows`` is about how many
+    rows the queries will return (it decides whether a reader process pays off)."""
+
+    def __init__(self, engine: Engine, rows: int | None = None):
         self.engine = engine
         self.mode = "dbapi"
         self._pg: Any = None
         url = engine.url
-        if url.get_backend_name() == "sqlite":
+        if url.get_backend_name() == "sqlite" and (rows is None or rows >= PROCESS_MIN_ROWS):
             db = url.database or ""
             if (
                 db
