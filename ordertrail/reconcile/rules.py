@@ -726,6 +726,29 @@ def _text(v: Any) -> str:
     return orjson.dumps(v, option=orjson.OPT_SORT_KEYS).decode()
 
 
+def _numbers(vals: npt.NDArray[np.object_]) -> F:
+    """Each value as a number (NaN: not a number or a numeric string)."""
+    return np.array([np.nan if (n := _numeric(v)) is None else n for v in vals], dtype=np.float64)
+
+
+def _differ(
+    x: npt.NDArray[np.object_], y: npt.NDArray[np.object_], tolerance: float, ignore_case: bool
+) -> B:
+    """Vectorized :func:`values_differ` over pairs of values."""
+    nx, ny = _numbers(x), _numbers(y)
+    both = ~np.isnan(nx) & ~np.isnan(ny)
+    with np.errstate(invalid="ignore"):
+        out = both & (np.abs(nx - ny) > tolerance + 1e-9)
+    rest = np.flatnonzero(~both)
+    if len(rest):
+        tx = [_text(v) for v in x[rest]]
+        ty = [_text(v) for v in y[rest]]
+        if ignore_case:
+            tx, ty = [t.casefold() for t in tx], [t.casefold() for t in ty]
+        out[rest] = np.array(tx, dtype=object) != np.array(ty, dtype=object)
+    return out
+
+
 def values_differ(x: Any, y: Any, tolerance: float, ignore_case: bool) -> bool:
     nx, ny = _numeric(x), _numeric(y)
     if nx is not None and ny is not None:
@@ -749,25 +772,28 @@ def mismatch(ctx: Context, check_values: list[pd.DataFrame] | None = None) -> Ro
             continue
         pos = {plan.hx[h]: p for p, h in enumerate(chk.hops)}
         vals = vals.assign(p=vals["hop"].map(pos)).sort_values(["o", "p"], kind="stable")
-        base = vals.drop_duplicates("o").set_index("o")
-        out_o, out_hop, out_from, out_since, ev = [], [], [], [], []
-        for r in vals.itertuples(index=False):
-            b = base.loc[r.o]
-            if r.p == b["p"]:
-                continue
-            if values_differ(b["v"], r.v, chk.tolerance, chk.ignore_case):
-                out_o.append(r.o)
-                out_hop.append(plan.names[r.hop])
-                out_from.append(plan.names[int(b["hop"])])
-                out_since.append(float(r.t))
-                ev.append(_ev(field=chk.field, base_hop=plan.names[int(b["hop"])],
-                              base_value=b["v"], value=r.v, tolerance=chk.tolerance,
-                              ignore_case=chk.ignore_case or None))  # fmt: skip
-        if out_o:
-            n = len(out_o)
-            rows.add(np.array(out_o, dtype=np.int64), np.array(out_hop, dtype=object),
-                     np.array(out_from, dtype=object), np.array(out_since),
-                     np.full(n, None, dtype=object), ev, chk.field)  # fmt: skip
+        base = vals.drop_duplicates("o")[["o", "p", "hop", "v"]]
+        base = base.rename(columns={"p": "bp", "hop": "bhop", "v": "bv"})
+        cmp = vals.merge(base, on="o")
+        cmp = cmp[cmp["p"] != cmp["bp"]]
+        if cmp.empty:
+            continue
+        differ = _differ(cmp["bv"].to_numpy(dtype=object), cmp["v"].to_numpy(dtype=object),
+                         chk.tolerance, chk.ignore_case)  # fmt: skip
+        hit = cmp[differ]
+        if hit.empty:
+            continue
+        names = np.array(plan.names, dtype=object)
+        hop_names = names[hit["hop"].to_numpy(dtype=np.int64)]
+        base_names = names[hit["bhop"].to_numpy(dtype=np.int64)]
+        ev = [
+            _ev(field=chk.field, base_hop=bh, base_value=bv, value=v, tolerance=chk.tolerance,
+                ignore_case=chk.ignore_case or None)
+            for bh, bv, v in zip(base_names, hit["bv"], hit["v"], strict=True)
+        ]  # fmt: skip
+        rows.add(hit["o"].to_numpy(dtype=np.int64), hop_names, base_names,
+                 hit["t"].to_numpy(dtype=float), np.full(len(hit), None, dtype=object), ev,
+                 chk.field)  # fmt: skip
     return rows
 
 
