@@ -20,6 +20,7 @@ from ordertrail.cli.render import (
     progress_bar,
     stdout_console,
     table,
+    visible,
 )
 from ordertrail.cli.state import AppState
 from ordertrail.errors import ConfigError, OrdertrailError
@@ -335,10 +336,10 @@ def reconcile(
     when = parse_time_option(as_of, "--as-of", cfg.pipeline.timezone)
     part = parse_shard(shard)
     store = state.store()
-    with progress_bar("reconcile", None) as advance:
+    with progress_bar("reconcile", 100, unit="%") as bar:
 
         def on_progress(stage: str, done: int, total: int) -> None:
-            advance(1)
+            bar.set(100 * done / max(total, 1), stage)
 
         result = run_reconcile(
             store,
@@ -360,9 +361,7 @@ def _parse_kinds(text: str | None, allowed: set[str]) -> set[str]:
     kinds = {k.strip() for k in text.split(",") if k.strip()}
     bad = sorted(kinds - allowed)
     if bad:
-        raise click.BadParameter(
-            f"unknown kind {bad[0]!r} (known: {', '.join(sorted(allowed))})", param_hint="--fail-on"
-        )
+        raise click.BadParameter(_unknown("kind", bad[0], sorted(allowed)), param_hint="--fail-on")
     return kinds
 
 
@@ -466,10 +465,14 @@ def print_reconcile(result: Any, cfg: Any, limit: int = 20, console: Any = None)
     console.print(
         f"Run {r['id']} ({r['mode']}) as of {r['as_of']}: {r['orders']:,} orders, "
         f"{r['events']:,} events, {r['findings']:,} findings, {r['resolved']:,} resolved "
-        f"in {r['seconds']:.1f}s"
+        f"in {r['seconds']:.1f}s",
+        markup=False,
     )
+    for note in r.get("notes", []):
+        console.print(f"Note: {note}", markup=False)
     if result.summary:
         hops = [h for h in cfg.hop_names if h in result.by_hop]
+        hops += sorted(h for h in result.by_hop if h not in hops)  # next_any groups
         rows = []
         for k in KINDS:
             if k not in result.summary:
@@ -487,26 +490,30 @@ def print_reconcile(result: Any, cfg: Any, limit: int = 20, console: Any = None)
                 )
             )
         console.print(table("Findings by kind and hop", ["kind", "count", *hops], rows))
-    else:
+    elif r["events"]:
         console.print("No findings: every order is complete, closed or in flight.")
+    else:
+        console.print("No findings, because there is nothing to judge: no event in the window.")
     if result.incidents:
         rows = [
-            (i["kind"], i["hop"], fmt_int(i["orders"]), (i["since"] or "-")[:16], i["detail"])
+            (i["kind"], i["hop"], fmt_int(i["orders"]), iso_minute(i["since"]), i["detail"])
             for i in result.incidents
-        ]
-        console.print(table("Incidents", ["incident", "hop", "orders", "since", "detail"], rows))
+        ]  # fmt: skip
+        console.print(
+            table("Incidents", ["incident", "hop", "orders", "since (UTC)", "detail"], rows)
+        )
     active = result.active()
     if active:
         rank = {k: n for n, k in enumerate(SEVERITY)}
-        worst = sorted(active, key=lambda f: (rank.get(f["kind"], 99), f["since"], f["order_id"]))[
-            :limit
-        ]
+        worst = sorted(
+            active, key=lambda f: (rank.get(f["kind"], 99), f["since"], f["order_id"] or "")
+        )[:limit]
         rows = [
             (
                 who(f),
                 f["kind"],
                 f["hop"],
-                f["since"][:16],
+                iso_minute(f["since"]),
                 f["status"],
                 f["detail"].split("; last event")[0],
             )
@@ -519,7 +526,9 @@ def print_reconcile(result: Any, cfg: Any, limit: int = 20, console: Any = None)
         )
         console.print(
             table(
-                f"Worst findings{more}", ["order", "kind", "hop", "since", "status", "detail"], rows
+                f"Worst findings{more}",
+                ["order", "kind", "hop", "since (UTC)", "status", "detail"],
+                rows,
             )
         )
 
@@ -549,7 +558,20 @@ def findings(
     redact: bool,
 ) -> None:
     """List stored findings, filtered by kind, hop and status."""
+    from ordertrail.reconcile import KINDS
     from ordertrail.reconcile.runs import list_findings
+
+    cfg_ = state.maybe_config()
+    for k in kinds:
+        if k not in KINDS:
+            raise click.BadParameter(_unknown("kind", k, KINDS), param_hint="--kind")
+    if cfg_ is not None:
+        for h in hops:
+            for part in h.split("|"):
+                if part not in cfg_.hop_names:
+                    raise click.BadParameter(
+                        _unknown("hop", part, cfg_.hop_names), param_hint="--hop"
+                    )
 
     rows = list_findings(state.store(), kinds=kinds, hops=hops, status=status, limit=limit)
     if redact:
@@ -574,13 +596,13 @@ def findings(
         console.print(
             table(
                 f"Findings ({len(rows):,})",
-                ["order", "kind", "hop", "since", "status", "detail"],
+                ["order", "kind", "hop", "since (UTC)", "status", "detail"],
                 [
                     (
                         who(f),
                         f["kind"],
                         f["hop"],
-                        (f["since"] or "")[:16],
+                        iso_minute(f["since"]),
                         f["status"],
                         f["detail"],
                     )
@@ -634,6 +656,19 @@ def trace(state: AppState, ident: str, as_of: str | None, fmt: str, redact: bool
         print_trail(t, cfg)
 
 
+def iso_minute(iso: str | None) -> str:
+    """'2026-03-01T14:05:09Z' -> '2026-03-01 14:05' (the column header names the zone)."""
+    return (iso or "-")[:16].replace("T", " ")
+
+
+def _unknown(what: str, value: str, known: Any) -> str:
+    import difflib
+
+    hint = difflib.get_close_matches(value, list(known), n=1)
+    extra = f" (did you mean {hint[0]!r}?)" if hint else f" (known: {', '.join(known)})"
+    return f"unknown {what} {value!r}{extra}"
+
+
 def _now_us() -> int:
     import time
 
@@ -641,33 +676,73 @@ def _now_us() -> int:
 
 
 def print_trail(trail: Any, cfg: Any) -> None:
+    """One order's trail for people: the verdict in plain words first, then every event as a
+    short block (wide terminals: a table), then what is missing. Nothing is split or cut by us:
+    ids, e-mails, refs and times stay whole; data is shown as text, never as markup."""
+    from rich.text import Text
+
     from ordertrail.report.trace import local_zone
     from ordertrail.schemas.durations import format_duration
 
     console = stdout_console()
-    tz = local_zone(cfg.pipeline.timezone)
+    tz_name = cfg.pipeline.timezone
+    tz = local_zone(tz_name)
+
+    def line(*parts: Any, indent: int = 0, style: str = "") -> None:
+        """One line of data, wrapped at spaces to the console's width — never inside an id,
+        an e-mail or a ref (a longer token runs past the edge rather than being split)."""
+        import textwrap
+
+        plain = visible("".join(p.plain if isinstance(p, Text) else str(p) for p in parts))
+        body = plain.lstrip(" ")
+        lead = plain[: len(plain) - len(body)]
+        wrapped = textwrap.wrap(
+            body, width=console.width, initial_indent=lead, subsequent_indent=lead + " " * indent,
+            break_long_words=False, break_on_hyphens=False,
+        ) or [""]  # fmt: skip
+        for w in wrapped:
+            console.print(Text(w, style=style), soft_wrap=True)
+
     found = f" (found by {trail.looked_up})" if trail.looked_up else ""
-    console.print(f"Order {trail.order_id}{found} — {trail.state}", markup=False)
+    line("Order ", trail.order_id, found, f" — {trail.state}", style="bold")
     for note in trail.notes:
-        console.print(f"  • {note}")
-    rows: list[tuple[Any, ...]] = []
-    prev = None
-    for e in trail.events:
-        gap = "" if prev is None else "+" + format_duration(e.occurred_at - prev)
-        prev = e.occurred_at
-        named = [f"{k}:{i}" for k, ids in e.objects.items() for i in ids]
-        attrs = ", ".join(named + [f"{k}={v}" for k, v in list(e.attributes.items())[:4]])
-        local = fmt_time(e.occurred_at, tz)[11:] if cfg.pipeline.timezone != "UTC" else ""
-        rows.append((e.hop, e.phase, fmt_time(e.occurred_at), local, gap,
-                     f"{e.source} {e.source_ref}", e.trace_id or "", attrs))  # fmt: skip
-    cols = ["hop", "phase", "time (UTC)", f"local ({cfg.pipeline.timezone})" if cfg.pipeline.timezone != "UTC" else "",
-            "gap", "source", "trace", "attributes"]  # fmt: skip
-    if cfg.pipeline.timezone == "UTC":
-        rows = [r[:3] + r[4:] for r in rows]
-        cols = cols[:3] + cols[4:]
-    console.print(table("Trail", cols, rows))
+        line("  • ", note, indent=2)
+    console.print()
+    wide = console.width >= 140
+    if wide:
+        _trail_table(console, trail, cfg)
+    else:
+        line(
+            Text("Trail", style="bold"),
+            f" (times UTC{'' if tz_name == 'UTC' else f'; local {tz_name}'})",
+        )
+        prev = None
+        for e in trail.events:
+            gap = "" if prev is None else f"  +{format_duration(e.occurred_at - prev)}"
+            prev = e.occurred_at
+            local = f"  ({fmt_time(e.occurred_at, tz)} {tz_name})" if tz_name != "UTC" else ""
+            line(
+                fmt_time(e.occurred_at),
+                "  ",
+                Text(visible(e.hop), style="bold"),
+                f"  {e.phase}",
+                gap,
+                local,
+            )
+            line("    source   ", e.source, "  ", e.source_ref)
+            named = [f"{k}:{i}" for k, ids in e.objects.items() for i in ids]
+            if named:
+                line("    objects  ", ", ".join(named), indent=9)
+            if e.order_id and e.order_id != trail.order_id:
+                line("    order    ", e.order_id)
+            if e.trace_id:
+                line("    trace    ", e.trace_id)
+            attrs = ", ".join(f"{k}={v}" for k, v in e.attributes.items())
+            if attrs:
+                line("    attrs    ", attrs, indent=9)
     if trail.expectations:
-        rows = []
+        console.print()
+        line("Expected but missing (deadlines UTC)", style="bold")
         for x in trail.expectations:
             status = (
                 f"{format_duration(x.overdue)} overdue"
@@ -675,20 +750,67 @@ def print_trail(trail: Any, cfg: Any) -> None:
                 else f"due in {format_duration(-x.overdue)}"
             )
             why = f"after {x.after}" if x.kind == "edge" else f"promised at {x.after}"
+            line(
+                "  ",
+                Text(visible(x.hop), style="bold"),
+                f"  {why}  by {fmt_time(x.deadline)}  {status}",
+            )
             if x.objects:
-                why += f" ({len(x.objects)}: {', '.join(o.partition(':')[2] for o in x.objects)})"
-            rows.append((x.hop, why, fmt_time(x.deadline), status))
-        console.print(
-            table("Expected but missing", ["hop", "why", "deadline (UTC)", "status"], rows)
-        )
+                line("    waiting for ", ", ".join(x.objects))
     if trail.findings:
-        rows = [(f["kind"], f["hop"], f["status"], f["detail"]) for f in trail.findings]
-        console.print(table("Findings", ["kind", "hop", "status", "detail"], rows))
+        console.print()
+        line("Findings", style="bold")
+        for f in trail.findings:
+            line("  ", f["kind"], f"  {f['hop']}  ({f['status']})")
+            line("    ", f["detail"], indent=0)
+
+
+def _trail_table(console: Any, trail: Any, cfg: Any) -> None:
+    from ordertrail.report.trace import local_zone
+    from ordertrail.schemas.durations import format_duration
+
+    tz_name = cfg.pipeline.timezone
+    tz = local_zone(tz_name)
+    rows: list[tuple[Any, ...]] = []
+    prev = None
+    for e in trail.events:
+        gap = "" if prev is None else "+" + format_duration(e.occurred_at - prev)
+        prev = e.occurred_at
+        named = [f"{k}:{i}" for k, ids in e.objects.items() for i in ids]
+        attrs = ", ".join(named + [f"{k}={v}" for k, v in e.attributes.items()])
+        local = fmt_time(e.occurred_at, tz)[11:] if tz_name != "UTC" else ""
+        rows.append((e.hop, e.phase, fmt_time(e.occurred_at), local, gap,
+                     f"{e.source} {e.source_ref}", e.trace_id or "", attrs))  # fmt: skip
+    cols = [
+        "hop",
+        "phase",
+        "time (UTC)",
+        f"local ({tz_name})",
+        "gap",
+        "source",
+        "trace",
+        "attributes",
+    ]
+    keep = [i for i, c in enumerate(cols) if i < 3 or any(r[i] for r in rows)]  # drop empty columns
+    t = table("Trail", [cols[i] for i in keep], [tuple(r[i] for i in keep) for r in rows])
+    for c in t.columns:
+        if c.header in ("hop", "phase", "time (UTC)", "source", "trace") or str(
+            c.header
+        ).startswith("local"):
+            c.no_wrap = True
+    console.print(t)
 
 
 @cli.command()
 @click.option(
     "--attr", "attrs", multiple=True, metavar="PATH=VALUE", help="An attribute value (repeatable)."
+)
+@click.option(
+    "--object",
+    "objects",
+    multiple=True,
+    metavar="KIND=ID",
+    help="The orders an object belongs to: shipment=1Z999AA1 (repeatable).",
 )
 @click.option("--trace-id", help="An OpenTelemetry trace id.")
 @click.option("--hop", help="Events at this hop.")
@@ -703,6 +825,7 @@ def print_trail(trail: Any, cfg: Any) -> None:
 def search(
     state: AppState,
     attrs: tuple[str, ...],
+    objects: tuple[str, ...],
     trace_id: str | None,
     hop: str | None,
     since: str | None,
@@ -711,7 +834,9 @@ def search(
     fmt: str,
     redact: bool,
 ) -> None:
-    """Find orders without their id: by attribute, trace id, or hop and time range."""
+    """Find orders without their id: by attribute, object id, trace id, or hop and time range.
+
+    Exits 1 when no order matches (like trace for an unknown id)."""
     from ordertrail.report.search import search_orders
 
     pairs = []
@@ -720,6 +845,12 @@ def search(
             raise click.BadParameter(f"expected PATH=VALUE, not {a!r}", param_hint="--attr")
         k, v = a.split("=", 1)
         pairs.append((k.strip(), v))
+    obj_pairs = []
+    for o in objects:
+        if "=" not in o:
+            raise click.BadParameter(f"expected KIND=ID, not {o!r}", param_hint="--object")
+        k, v = o.split("=", 1)
+        obj_pairs.append((k.strip(), v))
     cfg = state.maybe_config()
     tz = cfg.pipeline.timezone if cfg else "UTC"
     if hop and cfg and hop not in cfg.hop_names:
@@ -727,24 +858,26 @@ def search(
             f"unknown hop {hop!r} (known: {', '.join(cfg.hop_names)})", param_hint="--hop"
         )
     try:
-        found = search_orders(state.store(), cfg, attrs=pairs, trace_id=trace_id, hop=hop,
+        found = search_orders(state.store(), cfg, attrs=pairs, objects=obj_pairs, trace_id=trace_id, hop=hop,
                               since=parse_time_option(since, "--since", tz),
                               until=parse_time_option(until, "--until", tz), limit=limit, redact=redact)  # fmt: skip
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     if fmt == "json":
         print_json({"orders": found})
+        if not found:
+            sys.exit(1)
         return
     if not found:
-        click.echo("No order matches.")
-        return
-    rows = [(o["order_id"], o["matches"], o["last_match"][:19],
-             f"{o['last_event']['hop']} {o['last_event']['phase']} {o['last_event']['time'][:16]}",
+        click.echo("No order matches.", err=True)
+        sys.exit(1)
+    rows = [(o["order_id"], o["matches"], iso_minute(o["last_match"]),
+             f"{o['last_event']['hop']} {o['last_event']['phase']} {iso_minute(o['last_event']['time'])}",
              ", ".join(o["findings"]) or "-") for o in found]  # fmt: skip
     stdout_console().print(
         table(
             f"Orders ({len(found)})",
-            ["order", "matches", "last match", "last event", "findings"],
+            ["order", "matches", "last match (UTC)", "last event (UTC)", "findings"],
             rows,
         )
     )
@@ -783,7 +916,11 @@ def report(
 
     cfg = state.config()
     when = parse_time_option(as_of, "--as-of", cfg.pipeline.timezone)
-    rep = build_report(state.store(), cfg, when if when is not None else _now_us(), amount_field)
+    with progress_bar("report", 100, unit="%") as bar:
+        rep = build_report(
+            state.store(), cfg, when if when is not None else _now_us(), amount_field,
+            progress=lambda pct, stage: bar.set(pct, stage),
+        )  # fmt: skip
     if html_path:
         Path(html_path).write_text(render_html(rep), encoding="utf-8")
         click.echo(f"wrote {html_path}", err=True)

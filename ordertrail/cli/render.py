@@ -21,20 +21,41 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from ordertrail.schemas.event import us_to_datetime, us_to_iso
 
 PIPE_WIDTH = 100
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x00, 0x20), 0x7F)}
+_CONTROL |= {c: f"\\u{c:04x}" for c in (*range(0x80, 0xA0), 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))}  # fmt: skip
+
+
+def visible(value: object) -> str:
+    """Data as text a terminal shows as it is: control characters (ESC, CR, BEL, C1 codes, bidi
+    overrides) escaped visibly, so an id can never move the cursor, colour or hide text."""
+    return str(value).translate(_CONTROL)
+
+
+def text(value: object, style: str | None = None) -> Text:
+    """A cell or line of data: never interpreted as rich markup, control characters escaped."""
+    return Text(visible(value), style=style or "")
+
+
 def stdout_console() -> Console:
-    """A console for results: colour only on a terminal; 100 columns when piped."""
+    """A console for results: colour only on a terminal; ``$COLUMNS`` (default 100) wide when
+    piped."""
     term = sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
     if term:
         return Console(highlight=False)
+    try:
+        width = max(40, int(os.environ.get("COLUMNS", PIPE_WIDTH)))
+    except ValueError:
+        width = PIPE_WIDTH
     return Console(
         file=sys.stdout,
-        width=PIPE_WIDTH,
+        width=width,
         no_color=True,
         color_system=None,
         highlight=False,
@@ -47,21 +68,38 @@ def stderr_console() -> Console:
     return Console(stderr=True, highlight=False)
 
 
+class Bar:
+    """What a progress bar offers its work: ``bar(n)`` advances by n units, ``bar.set(done,
+    stage)`` jumps to ``done`` units and names the stage."""
+
+    def __init__(self, progress: Progress, task: Any, description: str):
+        self._p, self._task, self._description = progress, task, description
+
+    def __call__(self, n: int) -> None:
+        self._p.advance(self._task, n)
+
+    def set(self, done: float, stage: str | None = None) -> None:
+        desc = f"{self._description}: {stage}" if stage else self._description
+        self._p.update(self._task, completed=done, description=desc)
+
+
 @contextmanager
-def progress_bar(description: str, total: int | None, unit: str = "") -> Iterator[Any]:
-    """A rich progress bar on a terminal (stderr); a no-op in pipes and batch jobs."""
+def progress_bar(description: str, total: int | None, unit: str = "") -> Iterator[Bar]:
+    """A rich progress bar with a percentage on a terminal (stderr); a no-op in pipes and batch
+    jobs. ``unit`` "bytes" shows no counts; otherwise the counts follow the percentage."""
     console = stderr_console()
     enabled = console.is_terminal and not os.environ.get("CI")
-    cols: list[Any] = [TextColumn("[bold]{task.description}"), BarColumn()]
-    cols.append(MofNCompleteColumn() if unit != "bytes" else TextColumn("{task.percentage:>5.1f}%"))
+    cols: list[Any] = [
+        TextColumn("{task.description}", markup=False),
+        BarColumn(),
+        TextColumn("{task.percentage:>5.1f}%"),
+    ]
+    if unit not in ("bytes", "%") and total:
+        cols.append(MofNCompleteColumn())
     cols += [TimeElapsedColumn(), TimeRemainingColumn()]
     with Progress(*cols, console=console, disable=not enabled, transient=False) as p:
         task = p.add_task(description, total=total)
-
-        def advance(n: int) -> None:
-            p.advance(task, n)
-
-        yield advance
+        yield Bar(p, task, description)
 
 
 def fmt_time(us: int | None, tz: Any = UTC) -> str:
@@ -88,7 +126,7 @@ def table(
         else:
             t.add_column(c, justify="left", overflow="fold")
     for r in rows:
-        t.add_row(*(str(x) for x in r))
+        t.add_row(*(x if isinstance(x, Text) else text(x) for x in r))
     return t
 
 

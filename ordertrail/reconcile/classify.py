@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,11 +42,15 @@ def classify(
     *,
     unique_values: dict[str, dict[int, Any]] | None = None,
     check_values: list[pd.DataFrame] | None = None,
+    on_rule: Callable[[str, int, int], None] | None = None,
 ) -> Classification:
-    """Every rule over ``ctx.state``; findings of the judged orders only."""
+    """Every rule over ``ctx.state``; findings of the judged orders only. ``on_rule(kind, i,
+    n)`` is told before each of the n rules runs."""
     st = ctx.state
     frames = []
-    for kind in KINDS:
+    for i, kind in enumerate(KINDS):
+        if on_rule is not None:
+            on_rule(kind, i, len(KINDS))
         rule = RULES[kind]
         if rule is duplicate:
             rows = duplicate(ctx, unique_values)

@@ -94,6 +94,7 @@ def evaluate(
     backend: SqlBackend | None = None,
     progress: Any = None,
     last: dict[str, float | None] | None = None,
+    on_rule: Callable[[str, int, int], None] | None = None,
 ) -> tuple[State, Classification]:
     """Build the state and run every rule: the one engine, for a window or chosen orders."""
     st = state_of(plan, loaded, chosen)
@@ -116,7 +117,7 @@ def evaluate(
         first_values(st, av, [plan.hx[h] for h in chk.hops])
         for chk, av in zip(plan.config.checks, loaded.check_values, strict=True)
     ]
-    return st, classify(ctx, unique_values=uniq, check_values=checks)
+    return st, classify(ctx, unique_values=uniq, check_values=checks, on_rule=on_rule)
 
 
 def finish_findings(findings: pd.DataFrame, st: State, backend: SqlBackend | None) -> pd.DataFrame:
@@ -175,15 +176,22 @@ def reconcile(
             mode = "incremental"
         else:
             logger.info("no comparable earlier run: running in full")
-    if progress:
-        progress("load", 0, 3)
+
+    # stages, in percent of the run: load 0-35, state 35-50, rules 50-90, evidence and write 90-100
+    def stage(name: str, pct: float) -> None:
+        if progress:
+            progress(name, int(pct), 100)
+
+    stage("reading the window", 0)
     loaded = backend.load(plan, lo, hi)
-    if progress:
-        progress("load", 1, 3)
-    st, cls = evaluate(plan, loaded, as_of, judge, window_start=lo, backend=backend)
-    if progress:
-        progress("classify", 2, 3)
+    stage("resolving orders and objects", 35)
+    st, cls = evaluate(
+        plan, loaded, as_of, judge, window_start=lo, backend=backend,
+        on_rule=lambda k, i, n: stage(f"rule {k}", 50 + 40 * i / n),
+    )  # fmt: skip
+    stage("evidence", 90)
     findings = finish_findings(cls.findings, st, backend)
+    stage("writing the run", 95)
 
     def bucket_of(order_id: str, obj: str) -> int:
         return order_bucket(order_id or obj)
@@ -234,13 +242,12 @@ def reconcile(
         n_orders = int(judged.sum())
         unlinked = int(st.unlinked["obj"].nunique()) if len(st.unlinked) else 0
         runs.finish_run(conn, run_id, n_orders, len(loaded.data), summary, unlinked)
-    if progress:
-        progress("write", 3, 3)
+    stage("done", 100)
     states = pd.Series(cls.state[judged]).value_counts().to_dict() if len(cls.state) else {}
     by_hop: dict[str, dict[str, int]] = {}
     for (h, k), v in active.groupby(["hop", "kind"]).size().items():
         by_hop.setdefault(str(h), {})[str(k)] = int(v)
-    run = {
+    run: dict[str, Any] = {
         "id": run_id,
         "as_of": us_to_iso(as_of),
         "window_start": us_to_iso(lo),
@@ -255,10 +262,30 @@ def reconcile(
         "seconds": round(time.perf_counter() - t_start, 3),
         "pipeline": config.pipeline.name,
     }
+    run["notes"] = _notes(store, config, loaded, lo, as_of)
     findings_out = [runs.finding_dict(r, us_to_iso) for r in out.itertuples(index=False)]
     return RunResult(
         run, summary, findings_out, incidents, by_hop, {str(k): int(v) for k, v in states.items()}
     )
+
+
+def _notes(store: Store, config: Config, loaded: Loaded, lo: int, as_of: int) -> list[str]:
+    """What a reader must know to trust "no findings": an empty window, a source that never
+    matched a file or was never read."""
+    notes = []
+    if not len(loaded.data):
+        notes.append(
+            f"no event between {us_to_iso(lo)} and {us_to_iso(as_of)}: nothing was judged "
+            "(is this the right store, and were the sources ingested?)"
+        )
+    cps = {(c["source"], c["key"]): c for c in store.all_checkpoints()}
+    for s in config.sources:
+        top = cps.get((s.name, ""))
+        if top is None:
+            notes.append(f"source {s.name} was never read to its end: its hops are not judged")
+        elif s.kind == "file" and '"files":0' in str(top.get("position", "")).replace(" ", ""):
+            notes.append(f"source {s.name}: its path {s.path!r} matched no file when last ingested")
+    return notes
 
 
 def _bucket_sql(shard: Part | None) -> str | None:

@@ -706,7 +706,7 @@ def failed(ctx: Context) -> Rows:
 _NUMERIC = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 
 
-def _numeric(v: Any) -> float | None:
+def numeric(v: Any) -> float | None:
     """A number, or a string that is exactly a decimal number ("12.50", "-3", "1e3"); booleans
     are not numbers."""
     if isinstance(v, bool):
@@ -728,7 +728,7 @@ def _text(v: Any) -> str:
 
 def _numbers(vals: npt.NDArray[np.object_]) -> F:
     """Each value as a number (NaN: not a number or a numeric string)."""
-    return np.array([np.nan if (n := _numeric(v)) is None else n for v in vals], dtype=np.float64)
+    return np.array([np.nan if (n := numeric(v)) is None else n for v in vals], dtype=np.float64)
 
 
 def _differ(
@@ -750,7 +750,7 @@ def _differ(
 
 
 def values_differ(x: Any, y: Any, tolerance: float, ignore_case: bool) -> bool:
-    nx, ny = _numeric(x), _numeric(y)
+    nx, ny = numeric(x), numeric(y)
     if nx is not None and ny is not None:
         return abs(nx - ny) > tolerance + 1e-9
     a, b = _text(x), _text(y)

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
+import orjson
 from sqlalchemy import text
 
 from ordertrail.report.redact import mask
 from ordertrail.schemas.config import Config
 from ordertrail.schemas.event import us_to_iso
 from ordertrail.store import Store
+
+
+class _Match(NamedTuple):
+    order_id: str
+    matches: int
+    last_match: int
 
 
 def attr_expr(dialect: str, key: str) -> str:
@@ -43,6 +50,7 @@ def search_orders(
     config: Config | None,
     *,
     attrs: list[tuple[str, str]] = (),  # type: ignore[assignment]
+    objects: list[tuple[str, str]] = (),  # type: ignore[assignment]
     trace_id: str | None = None,
     hop: str | None = None,
     since: int | None = None,
@@ -50,7 +58,19 @@ def search_orders(
     limit: int = 50,
     redact: bool = False,
 ) -> list[dict[str, Any]]:
-    """Orders with an event matching every condition, newest first."""
+    """Orders with an event matching every condition, newest first. ``objects`` (kind, id) limit
+    the result to the orders those objects belong to; an event that names no order counts for
+    the orders of the objects it names."""
+    from ordertrail.store import window as w
+
+    via = {o.name: o.via for o in config.objects} if config else {}
+    chosen: set[str] | None = None
+    if objects:
+        now = 2**62
+        with store.engine.connect() as conn:
+            for kind, oid in objects:
+                found = set(w.orders_of_object(conn, kind, oid, via | {kind: via.get(kind)}, now))
+                chosen = found if chosen is None else chosen & found
     conds: list[str] = []
     params: dict[str, Any] = {}
     for i, (key, value) in enumerate(attrs):
@@ -78,20 +98,43 @@ def search_orders(
     if until is not None:
         conds.append("occurred_at <= :until")
         params["until"] = until
-    if not conds:
+    if not conds and chosen is None:
         raise ValueError(
-            "give at least one condition: --attr, --trace-id, --hop, --since or --until"
+            "give at least one condition: --attr, --object, --trace-id, --hop, --since or --until"
         )
-    sql = (
-        "SELECT order_id, max(occurred_at) AS last_match, count(*) AS matches FROM events WHERE "
-        + " AND ".join(conds)
-        + " GROUP BY order_id ORDER BY last_match DESC, order_id LIMIT :limit"
-    )
-    params["limit"] = limit
     with store.engine.connect() as conn:
-        rows = conn.execute(text(sql), params).fetchall()
+        matches: dict[str, list[int]] = {}  # order -> [count, last match]
+        if conds:
+            where = " AND ".join(conds)
+            for oid, last, n in conn.execute(
+                text(
+                    f"SELECT order_id, max(occurred_at), count(*) FROM events WHERE {where} "
+                    "AND order_id <> '' GROUP BY order_id"
+                ),
+                params,
+            ):
+                matches[oid] = [int(n), int(last)]
+            # events that name no order count for the orders of their objects
+            for t_, objs in conn.execute(
+                text(f"SELECT occurred_at, objects FROM events WHERE {where} AND order_id = ''"),
+                params,
+            ):
+                for kind, ids in (orjson.loads(objs) if objs else {}).items():
+                    for i in ids:
+                        for o in w.orders_of_object(conn, kind, i, via, 2**62):
+                            m = matches.setdefault(o, [0, int(t_)])
+                            m[0] += 1
+                            m[1] = max(m[1], int(t_))
+            if chosen is not None:
+                matches = {o: m for o, m in matches.items() if o in chosen}
+        else:
+            for o in sorted(chosen or ()):
+                last = w.first_event_time(conn, o, 2**62)
+                matches[o] = [1, last or 0]
+        ranked = sorted(matches.items(), key=lambda x: (-x[1][1], x[0]))[:limit]
         out = []
-        for r in rows:
+        for order_id, (n_match, last_match) in ranked:
+            r = _Match(order_id, n_match, last_match)
             trail = conn.execute(
                 text(
                     "SELECT hop, phase, occurred_at, source, source_ref, attributes FROM events "
@@ -119,8 +162,8 @@ def search_orders(
                 "findings": sorted(kinds),
             })  # fmt: skip
     if redact and config:
-        for o in out:
+        for row in out:
             for key, _ in attrs:
                 if key in config.pipeline.personal:
-                    o["matched"] = {key: mask(dict(attrs)[key])}
+                    row["matched"] = {key: mask(dict(attrs)[key])}
     return out

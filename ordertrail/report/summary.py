@@ -3,6 +3,7 @@ edge, latency percentiles per edge, open findings by kind and age, amount at ris
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,7 +14,6 @@ from sqlalchemy import select, text
 from ordertrail.reconcile.backend import SqlBackend, state_of
 from ordertrail.reconcile.plan import compile_plan
 from ordertrail.reconcile.rules import KINDS, Context
-from ordertrail.report.search import attr_expr
 from ordertrail.schemas.config import Config
 from ordertrail.schemas.event import us_to_iso
 from ordertrail.store import Store, tables
@@ -42,11 +42,21 @@ class Report:
         }  # fmt: skip
 
 
-def build_report(store: Store, config: Config, as_of: int, amount_field: str = "amount") -> Report:
+def build_report(
+    store: Store,
+    config: Config,
+    as_of: int,
+    amount_field: str = "amount",
+    progress: Callable[[float, str], None] | None = None,
+) -> Report:
+    """The report as of ``as_of``; ``progress(percent, stage)`` is told how far it got."""
     lo = as_of - config.pipeline.lookback
     rep = Report(config.pipeline.name, as_of)
     plan = compile_plan(config)
+    tell = progress or (lambda pct, stage: None)
+    tell(0, "reading the window")
     st = state_of(plan, SqlBackend(store).load(plan, lo, as_of))
+    tell(60, "funnel and edges")
     ctx = Context(st, as_of, {})
     # orders that reached each hop (per-object hops: every object of the order)
     reached = {h: int((~np.isnan(st.comp_all[:, i])).sum()) for i, h in enumerate(plan.names)}
@@ -103,6 +113,7 @@ def build_report(store: Store, config: Config, as_of: int, amount_field: str = "
                         break
             buckets["total"] = len(ages)
             rep.findings_by_kind[k] = buckets
+        tell(80, "findings and amount at risk")
         risky = sorted({r.order_id for r in active if r.kind in AT_RISK_KINDS})
         rep.at_risk = _amount_at_risk(store, conn, risky, amount_field, lo, as_of)
         runs = conn.execute(
@@ -130,29 +141,40 @@ def build_report(store: Store, config: Config, as_of: int, amount_field: str = "
                 }
                 for i in conn.execute(select(tables.incidents).where(ic.run_id == last))
             ]
+    tell(100, "done")
     return rep
 
 
 def _amount_at_risk(
     store: Store, conn: Any, orders: list[str], field_: str, lo: int, hi: int
 ) -> dict[str, Any]:
+    """The amount of the orders at risk: per order the largest numeric value of ``field_`` on
+    its events (numbers and numeric strings alike, on every store)."""
     if not orders:
         return {"orders": 0, "amount": 0.0, "with_amount": 0, "field": field_}
+    from ordertrail.reconcile.rules import numeric
+    from ordertrail.store.window import json_text
+
     fill_temp_orders(conn, orders)
-    expr = attr_expr(store.dialect, field_)
     rows = conn.execute(
         text(
-            f"SELECT e.order_id, max({expr}) FROM _ot_orders o JOIN events e ON e.order_id = o.order_id "
-            f"WHERE e.occurred_at > :lo AND e.occurred_at <= :hi GROUP BY e.order_id"
+            f"SELECT e.order_id, {json_text(store.dialect, field_)} FROM _ot_orders o "
+            "JOIN events e ON e.order_id = o.order_id "
+            "WHERE e.occurred_at > :lo AND e.occurred_at <= :hi"
         ),
         {"lo": lo, "hi": hi},
     ).fetchall()
-    total = 0.0
-    n = 0
-    for _, v in rows:
-        try:
-            total += float(v)
-            n += 1
-        except (TypeError, ValueError):
+    best: dict[str, float] = {}
+    for oid, raw in rows:
+        if raw is None:
             continue
-    return {"orders": len(orders), "with_amount": n, "amount": round(total, 2), "field": field_}
+        v = numeric(orjson.loads(raw))
+        if v is not None and (oid not in best or v > best[oid]):
+            best[oid] = v
+    total = sum(best.values())
+    return {
+        "orders": len(orders),
+        "with_amount": len(best),
+        "amount": round(total, 2),
+        "field": field_,
+    }

@@ -211,7 +211,7 @@ def window_from_tables(ev: Any, me: Any, li: Any) -> WindowData:
     )  # fmt: skip
 
 
-def _json_text(dialect: str, key: str) -> str:
+def json_text(dialect: str, key: str) -> str:
     """SQL for one top-level attribute as JSON text ('19.99', '"pickup"', 'true'), or NULL."""
     if dialect == "postgresql":
         return f"((e.attributes::jsonb -> {_quote(key)})::text)"
@@ -242,7 +242,7 @@ def attribute_sql(
 ) -> str | None:
     """Events of the window carrying attribute ``key`` (not null), optionally at ``hops`` or
     among ``seqs``, with the value as JSON text; None when nothing can match."""
-    val = _json_text(dialect, key)
+    val = json_text(dialect, key)
     sql = (
         f"SELECT e.ingest_seq AS seq, e.occurred_at AS t, e.source AS src, e.event_id AS eid, "
         f"{val} AS v FROM events e WHERE {_time_filter(dialect, scan)} AND {val} IS NOT NULL "
