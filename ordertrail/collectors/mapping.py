@@ -79,6 +79,27 @@ def parse_traceparent(value: str) -> tuple[str, str] | None:
     return parts[1].lower(), parts[2].lower()
 
 
+def _reject_nul(fields: Mapping[str, Any]) -> None:
+    """Raise _Reject naming the first field whose text holds a NUL character."""
+
+    def has_nul(v: Any) -> bool:
+        if isinstance(v, str):
+            return "\x00" in v
+        if isinstance(v, dict):
+            return any(has_nul(k) or has_nul(x) for k, x in v.items())
+        if isinstance(v, list | tuple):
+            return any(has_nul(x) for x in v)
+        return False
+
+    for name, v in fields.items():
+        if isinstance(v, dict):
+            for k, x in v.items():
+                if has_nul(k) or has_nul(x):
+                    raise _Reject(f"a NUL character in {name} {k!r}")
+        elif has_nul(v):
+            raise _Reject(f"a NUL character in the {name}")
+
+
 class _Reject(Exception):
     """The record goes to quarantine; args[0] is the reason."""
 
@@ -477,4 +498,17 @@ class Mapper:
             event_id = as_text_id(ev)
         if event_id is None:
             event_id = derive_event_id(self.name, rec.raw)
+        if b"\\u0000" in rec.raw or b"\x00" in rec.raw:
+            # PostgreSQL's text and jsonb cannot hold NUL: such a record would block every later
+            # batch of the source, so it is quarantined (ids are never altered)
+            _reject_nul(
+                {
+                    "order id": order_id,
+                    "event id": event_id,
+                    "trace id": trace_id,
+                    "span id": span_id,
+                    "objects": objects,
+                    "attributes": attrs,
+                }
+            )
         return (event_id, order_id, hop, phase, occurred, trace_id, span_id, attrs, objects)

@@ -65,8 +65,6 @@ class Plan:
     each: tuple[str | None, ...]
     requirements: tuple[Requirement, ...]
     promises: tuple[Promise, ...]
-    desc: tuple[frozenset[int], ...]  # all descendants
-    desc_same: tuple[tuple[int, ...], ...]  # descendants with the same each (for objects)
     entry: tuple[int, ...]
     terminal: tuple[int, ...]
     closing: tuple[int, ...]
@@ -76,6 +74,8 @@ class Plan:
     via: dict[str, str | None]
     condition_attrs: tuple[str, ...]
     unit_kinds: tuple[str | None, ...] = field(default=())
+    topo: tuple[int, ...] = field(default=())  # hops so that every edge points forward
+    children: tuple[tuple[int, ...], ...] = field(default=())  # next and next_any targets
 
     @property
     def n_hops(self) -> int:
@@ -110,10 +110,6 @@ def compile_plan(config: Config) -> Plan:
                 proms.append(Promise(a, hx[q], h.promise_within, h.when.get(q)))
         for cond in h.when.values():
             attrs.extend(k for k in cond if k not in attrs)
-    desc = tuple(frozenset(hx[d] for d in config.descendants(h)) for h in names)
-    desc_same = tuple(
-        tuple(sorted(d for d in desc[i] if each[d] == each[i])) for i in range(len(names))
-    )
     fail_window = []
     for h in config.hops:
         incoming = [w for a, b, w in config.edges if b == h.name]
@@ -128,8 +124,6 @@ def compile_plan(config: Config) -> Plan:
         each=each,
         requirements=tuple(reqs),
         promises=tuple(proms),
-        desc=desc,
-        desc_same=desc_same,
         entry=tuple(hx[h] for h in config.entry_hops),
         terminal=tuple(hx[h] for h in config.terminal_hops),
         closing=tuple(hx[h] for h in config.closing_hops),
@@ -139,4 +133,6 @@ def compile_plan(config: Config) -> Plan:
         via={o.name: o.via for o in config.objects},
         condition_attrs=tuple(attrs),
         unit_kinds=tuple(unit_kinds),
+        topo=tuple(hx[h] for h in config.topological_order),
+        children=tuple(tuple(hx[b] for b in h.targets) for h in config.hops),
     )

@@ -193,20 +193,41 @@ class Context:
     def passed(self, u: Units, h: int, *, completed: bool = False) -> tuple[F, I64]:
         """Earliest time each unit reached a later hop (same-kind hops for objects, any hop for
         an order unit), and which hop (-1 none). ``completed``: completed events only."""
-        st = self.state
-        nu = len(u)
-        best = np.full(nu, np.nan)
-        which = np.full(nu, -1, dtype=np.int64)
+        later, which = self._later(u, completed)
+        return later[:, h], which[:, h]
+
+    def _later(self, u: Units, completed: bool) -> tuple[F, I64]:
+        """For every hop at once: the earliest reach of any descendant, per unit — a dynamic
+        program over the hops in reverse topological order (one pass over the edges, so a chain
+        of thousands of hops costs no more than its edges)."""
+        key = (u.kind, completed)
+        cache = self.__dict__.setdefault("_later_cache", {})
+        if key in cache:
+            return cache[key]
+        st, plan = self.state, self.plan
+        nu, nh = len(u), plan.n_hops
         is_obj = u.is_obj
         src_u = u.comp_first if completed else u.reach_first
         src_o = st.comp_any if completed else st.reach_any
-        for d in sorted(self.plan.desc[h]):
-            same = u.kind is not None and self.plan.each[d] == u.kind
-            vals = np.where(is_obj, src_u[:, d] if same else np.nan, src_o[u.order, d])
-            better = ~np.isnan(vals) & (np.isnan(best) | (vals < best))
-            best = np.where(better, vals, best)
-            which = np.where(better, d, which)
-        return best, which
+        # the value a unit has at each hop as a later hop of another
+        val = np.full((nu, nh), np.nan)
+        for d in range(nh):
+            same = u.kind is not None and plan.each[d] == u.kind
+            val[:, d] = np.where(is_obj, src_u[:, d] if same else np.nan, src_o[u.order, d])
+        later = np.full((nu, nh), np.nan)
+        which = np.full((nu, nh), -1, dtype=np.int64)
+        for h in reversed(plan.topo):
+            for c in plan.children[h]:
+                for cand, cw in ((val[:, c], np.full(nu, c, dtype=np.int64)),
+                                 (later[:, c], which[:, c])):  # fmt: skip
+                    better = ~np.isnan(cand) & (
+                        np.isnan(later[:, h]) | (cand < later[:, h])
+                        | ((cand == later[:, h]) & (cw < which[:, h]))
+                    )  # fmt: skip
+                    later[:, h] = np.where(better, cand, later[:, h])
+                    which[:, h] = np.where(better, cw, which[:, h])
+        cache[key] = (later, which)
+        return later, which
 
     def reach(self, u: Units, h: int) -> F:
         return u.reach_first[:, h]

@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 import orjson
 from sqlalchemy import text
 
-from ordertrail.report.redact import mask
+from ordertrail.report.redact import is_personal, mask
 from ordertrail.schemas.config import Config
 from ordertrail.schemas.event import us_to_iso
 from ordertrail.store import Store
@@ -164,6 +164,6 @@ def search_orders(
     if redact and config:
         for row in out:
             for key, _ in attrs:
-                if key in config.pipeline.personal:
+                if is_personal(key, config.pipeline.personal):
                     row["matched"] = {key: mask(dict(attrs)[key])}
     return out

@@ -18,7 +18,7 @@ from ordertrail.reconcile.backend import ProbeProgress, SqlBackend
 from ordertrail.reconcile.engine import evaluate, finish_findings, judge_times
 from ordertrail.reconcile.plan import compile_plan
 from ordertrail.reconcile.rules import Context, expectations
-from ordertrail.report.redact import redact_attributes
+from ordertrail.report.redact import redact_attributes, redact_finding
 from ordertrail.schemas.config import Config
 from ordertrail.schemas.durations import format_duration
 from ordertrail.schemas.event import OrderEvent, us_to_iso
@@ -191,14 +191,18 @@ def build_trail(
     for r in findings[findings["order_id"] == order_id].itertuples(index=False):
         key = (r.kind, r.hop, r.from_hop, r.field)
         st_ = stored.get(key)
-        out.append({
+        f = {
             "kind": r.kind, "hop": r.hop, "from_hop": r.from_hop or None,
             "since": us_to_iso(int(r.since)), "detail": r.detail, "objects": r.objects,
             "field": r.field or None, "evidence": r.evidence,
             "status": st_ if st_ else "not yet recorded",
-            "plain": plain_words(r.kind, r.hop, r.from_hop, int(r.since), as_of, r.evidence,
-                                 r.objects),
-        })  # fmt: skip
+        }  # fmt: skip
+        if redact:
+            f = redact_finding(f, config.pipeline.personal)
+        f["plain"] = plain_words(
+            r.kind, r.hop, r.from_hop, int(r.since), as_of, f["evidence"], r.objects
+        )
+        out.append(f)
     seqs = st.data.seq[st.member_event[st.member_order == oi]] if oi is not None else []
     with store.engine.connect() as conn:
         events = w.events_by_seq(conn, seqs)

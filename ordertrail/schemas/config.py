@@ -9,6 +9,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ DEFAULT_DB_URL = "sqlite:///ordertrail.db"
 SOURCE_KINDS = ("file", "kafka", "otlp")
 FILE_FORMATS = ("jsonl", "csv")
 
-_TOP_KEYS = {"store", "pipeline", "objects", "hops", "checks", "sources"}
+_TOP_KEYS = {"store", "pipeline", "objects", "hops", "checks", "sources", "notify"}
 _STORE_KEYS = {"url"}
 _PIPELINE_KEYS = {"name", "clock_skew", "lookback", "timezone", "personal", "searchable"}
 _HOP_KEYS = {
@@ -78,8 +79,21 @@ _SOURCE_KIND_KEYS = {
         "batch_size",
         "poll_timeout",
     },
-    "otlp": {"listen", "batch_size"},
+    "otlp": {
+        "listen",
+        "batch_size",
+        "max_body",
+        "max_decompressed_body",
+        "max_concurrency",
+        "read_timeout",
+        "token",
+        "token_env",
+        "tls_cert",
+        "tls_key",
+    },
 }
+DEFAULT_OTLP_LISTEN = "127.0.0.1:4318"
+KIB, MIB, GIB = 1024, 1024**2, 1024**3
 
 
 # A ``when`` condition: attribute -> the values it may have (compared as JSON values)
@@ -173,7 +187,15 @@ class SourceConfig:
     batch_size: int = 5000
     poll_timeout: float = 1.0
     # otlp
-    listen: str = "127.0.0.1:4318"
+    listen: str = DEFAULT_OTLP_LISTEN
+    max_body: int = 4 * MIB  # bytes of a request body as sent (compressed or not)
+    max_decompressed_body: int = 16 * MIB  # bytes of a request body after decompression
+    max_concurrency: int = 8  # requests read, decoded and stored at the same time
+    read_timeout: float = 30.0  # s to receive one request, headers and body
+    token: str | None = field(default=None, repr=False)  # bearer token the exporters must send
+    token_env: str | None = None  # ... or the environment variable that holds it
+    tls_cert: str | None = None  # PEM certificate chain; with tls_key the receiver speaks HTTPS
+    tls_key: str | None = None
 
     def file_format(self, path: str) -> str:
         """The record format of one file of this source (explicit, else by extension)."""
@@ -204,6 +226,7 @@ class Config:
     store_url: str | None = None
     path: str | None = None
     objects: tuple[ObjectKind, ...] = ()
+    notify: tuple[NotifyTarget, ...] = ()  # [[notify]]: webhooks told after reconcile runs
 
     # -- hop graph ---------------------------------------------------------------------------
     @property
@@ -353,6 +376,12 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError("config file not found", path=str(p)) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); save the "
+            "file as UTF-8",
+            path=str(p),
+        ) from None
     except OSError as e:
         raise ConfigError(f"cannot read config file: {e.strerror}", path=str(p)) from None
     try:
@@ -439,8 +468,8 @@ class _Reader:
 
     def number(self, k: str, default: float) -> float:
         v = self.data.get(k, default)
-        if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
-            raise self.fail(k, f"must be a non-negative number, not {v!r}")
+        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v < float("inf"):
+            raise self.fail(k, f"must be a non-negative finite number, not {v!r}")
         return float(v)
 
 
@@ -498,9 +527,11 @@ def parse_config(data: Mapping[str, Any], path: str | None = None) -> Config:
     sources = _parse_sources(
         _tables(data, "sources", path), names, path, settings.timezone, [o.name for o in objects]
     )
+    notify = _parse_notify(_tables(data, "notify", path), path)
     return Config(
-        settings, tuple(hops), tuple(checks), tuple(sources), store_url, path, tuple(objects)
-    )
+        settings, tuple(hops), tuple(checks), tuple(sources), store_url, path, tuple(objects),
+        tuple(notify),
+    )  # fmt: skip
 
 
 def _parse_objects(tables: list[dict[str, Any]], path: str | None) -> list[ObjectKind]:
@@ -510,6 +541,8 @@ def _parse_objects(tables: list[dict[str, Any]], path: str | None) -> list[Objec
         r.check_keys(_OBJECT_KEYS)
         name = r.text("name", required=True)
         r.prefix = f"objects[{i}] ({name})"
+        if ":" in name:
+            raise r.fail("name", f"{name!r}: an object kind cannot hold ':' (ids show as kind:id)")
         if any(o.name == name for o in out):
             raise r.fail("name", f"duplicate object kind {name!r}")
         out.append(ObjectKind(name, r.text("via")))
@@ -574,6 +607,8 @@ def _parse_hops(
         r.prefix = f"hops[{i}] ({name})"
         if name in seen:
             raise r.fail("name", f"duplicate hop name {name!r}")
+        if "|" in name:
+            raise r.fail("name", f"{name!r}: a hop name cannot hold '|' (it joins next_any groups)")
         seen.add(name)
         nxt = r.str_list("next")
         if len(set(nxt)) != len(nxt):
@@ -823,9 +858,17 @@ def _parse_sources(
             if fmt is not None and fmt not in FILE_FORMATS:
                 raise r.fail("format", f"must be one of {', '.join(FILE_FORMATS)}, not {fmt!r}")
             kw["format"] = fmt
-            delim = r.text("delimiter", ",")
-            if len(delim) != 1:
-                raise r.fail("delimiter", "must be one character")
+            # any one character ("\t" too: not r.text, which refuses blank strings); the
+            # two-character spelling '\t' (a TOML literal string) means a tab as well
+            delim = t.get("delimiter", ",")
+            if delim == "\\t":
+                delim = "\t"
+            if not isinstance(delim, str) or len(delim) != 1 or delim in '"\r\n':
+                raise r.fail(
+                    "delimiter",
+                    f"must be one character other than a quote or a line break, not {delim!r}"
+                    ' (a tab is "\\t")',
+                )
             kw["delimiter"] = delim
         elif kind == "kafka":
             topics = r.str_list("topics") + ((r.text("topic"),) if "topic" in t else ())
@@ -861,7 +904,7 @@ def _parse_sources(
         if kind == "kafka" and "poll_timeout" in t:
             kw["poll_timeout"] = r.number("poll_timeout", 1.0)
         if kind == "otlp":
-            kw["listen"] = r.text("listen", "127.0.0.1:4318")
+            kw.update(_parse_otlp(r))
         out.append(
             SourceConfig(
                 name=name,
@@ -918,3 +961,228 @@ def _check_paths(
             parse_path(p)
         except PathError as e:
             raise r.fail(key, str(e)) from None
+
+
+# -- otlp sources ------------------------------------------------------------------------------
+
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmg]i?b|b)?\s*", re.IGNORECASE)
+_SIZE_UNITS = {"b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "kib": KIB, "mib": MIB, "gib": GIB}
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_TOKEN = re.compile(r"[\x21-\x7e]+")  # visible ASCII: what an Authorization header can carry
+
+
+def parse_size(value: Any) -> int:
+    """A size in bytes from ``4MiB``, ``512KiB``, ``4MB`` (decimal units), ``1GiB`` or a bare
+    number of bytes. Raises ValueError naming the value when it is not a size."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a size: {value!r}")
+    if isinstance(value, int):
+        return value
+    m = _SIZE.fullmatch(value) if isinstance(value, str) else None
+    if m is None:
+        raise ValueError(
+            f"not a size: {value!r} (use e.g. 512KiB, 4MiB, 1GiB or a number of bytes)"
+        )
+    size = float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "b").lower()]
+    if not math.isfinite(size):
+        raise ValueError(f"too large: {value!r}")
+    return int(size)
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6-address]:PORT`` for IPv6) -> (host, port). A missing host means
+    127.0.0.1; port 0 takes any free port. Raises ValueError naming the value."""
+    host, _, port = value.strip().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        if not host:
+            raise ValueError(f"no address between the brackets in {value!r}")
+    elif ":" in host:
+        raise ValueError(f"write an IPv6 address in brackets, e.g. [::1]:4318, not {value!r}")
+    if not (port.isascii() and port.isdigit()) or any(c.isspace() for c in host):
+        raise ValueError(
+            f"must be HOST:PORT, e.g. 127.0.0.1:4318, 0.0.0.0:4318 or [::1]:4318, not {value!r}"
+        )
+    if int(port) > 65535:
+        raise ValueError(f"port must be between 0 and 65535, not {port}")
+    return host or "127.0.0.1", int(port)
+
+
+def _parse_otlp(r: _Reader) -> dict[str, Any]:
+    """The receiver keys of an otlp source: where it listens, its limits, token and TLS."""
+    t = r.data
+    kw: dict[str, Any] = {"listen": r.text("listen", DEFAULT_OTLP_LISTEN)}
+    try:
+        parse_listen(kw["listen"])
+    except ValueError as e:
+        raise r.fail("listen", str(e)) from None
+    for key in ("max_body", "max_decompressed_body"):
+        if key in t:
+            try:
+                size = parse_size(t[key])
+            except ValueError as e:
+                raise r.fail(key, str(e)) from None
+            if not KIB <= size <= GIB:
+                raise r.fail(key, f"must be between 1KiB and 1GiB, not {t[key]!r}")
+            kw[key] = size
+    if "max_concurrency" in t:
+        n = t["max_concurrency"]
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 1024:
+            raise r.fail("max_concurrency", f"must be a whole number from 1 to 1024, not {n!r}")
+        kw["max_concurrency"] = n
+    if "read_timeout" in t:
+        v = t["read_timeout"]
+        try:
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(f"not a duration: {v!r}")
+            us = parse_duration(v)
+        except (ValueError, OverflowError):
+            raise r.fail("read_timeout", f"not a duration: {v!r} (use e.g. 30s or 2m)") from None
+        if not 100_000 <= us <= 3600 * 1_000_000:
+            raise r.fail("read_timeout", f"must be between 100ms and 1h, not {v!r}")
+        kw["read_timeout"] = us / 1_000_000
+    token, token_env = r.text("token"), r.text("token_env")
+    if token is not None and token_env is not None:
+        raise r.fail("token_env", "set either token or token_env, not both")
+    if token is not None and not _TOKEN.fullmatch(token):
+        raise r.fail("token", "must be printable ASCII without spaces (it is sent in a header)")
+    if token_env is not None and not _ENV_NAME.fullmatch(token_env):
+        raise r.fail("token_env", f"must name an environment variable, not {token_env!r}")
+    kw["token"], kw["token_env"] = token, token_env
+    cert, key = r.text("tls_cert"), r.text("tls_key")
+    if (cert is None) != (key is None):
+        missing = "tls_key" if key is None else "tls_cert"
+        raise r.fail(missing, "required with " + ("tls_cert" if key is None else "tls_key"))
+    kw["tls_cert"], kw["tls_key"] = cert, key
+    return kw
+
+
+# -- notify ------------------------------------------------------------------------------------
+
+# the finding kinds of DESIGN.md (ordertrail.reconcile.KINDS; a test keeps the two in step —
+# the schema layer does not import the engine)
+FINDING_KINDS = (
+    "vanished", "stalled", "confirmed_unfulfilled", "duplicate", "skipped", "orphan",
+    "failed", "mismatch", "out_of_order", "late",
+)  # fmt: skip
+INCIDENT_KINDS = ("hop_silent", "source_lagging")
+NOTIFY_FORMATS = ("json", "slack")
+NOTIFY_EVENTS = ("incident_started", "incident_ended")  # the default, and their names
+_NOTIFY_KEYS = {
+    "name", "url", "url_env", "format", "events", "min_interval", "timeout", "headers",
+    "token_env", "base_url",
+}  # fmt: skip
+_NOTIFY_ENV = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token
+
+
+@dataclass(frozen=True)
+class NotifyTarget:
+    """A ``[[notify]]`` webhook, told after each reconcile run (see ordertrail.serve.notify)."""
+
+    name: str  # identifies the target in the notifications table
+    url: str | None = field(default=None, repr=False)  # may hold a secret (Slack's do)
+    url_env: str | None = None  # ... or the environment variable that holds the URL
+    format: str = "json"  # json | slack
+    events: tuple[str, ...] = NOTIFY_EVENTS  # incident_started[:kind], incident_ended[:kind],
+    #                                          finding:<kind>
+    min_interval: int = 0  # µs between two messages; what comes sooner waits and goes together
+    timeout: float = 5.0  # s for one request
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    token_env: str | None = None  # sent as "Authorization: Bearer <value>"
+    base_url: str | None = None  # where `ordertrail serve` is reachable, for links
+
+    def wants(self, event: str, kind: str) -> bool:
+        """Whether this target subscribed to ``event`` (incident_started, incident_ended,
+        finding) for an incident or finding of ``kind``."""
+        if event == "finding":
+            return f"finding:{kind}" in self.events
+        return event in self.events or f"{event}:{kind}" in self.events
+
+
+def _http_url(r: _Reader, key: str, value: str) -> str:
+    from urllib.parse import urlsplit
+
+    try:
+        u = urlsplit(value)
+    except ValueError:
+        u = None
+    if u is None or u.scheme not in ("http", "https") or not u.hostname:
+        raise r.fail(key, "must be an http:// or https:// URL")
+    return value
+
+
+def _parse_notify(tables: list[dict[str, Any]], path: str | None) -> list[NotifyTarget]:
+    from urllib.parse import urlsplit
+
+    out: list[NotifyTarget] = []
+    seen: dict[str, int] = {}
+    known_events = [
+        *NOTIFY_EVENTS,
+        *(f"{e}:{k}" for e in NOTIFY_EVENTS for k in INCIDENT_KINDS),
+        *(f"finding:{k}" for k in FINDING_KINDS),
+    ]
+    for i, t in enumerate(tables):
+        r = _Reader(t, f"notify[{i}]", path)
+        r.check_keys(_NOTIFY_KEYS)
+        url, url_env = r.text("url"), r.text("url_env")
+        if (url is None) == (url_env is None):
+            raise r.fail("url", "set either url or url_env (an environment variable holding it)")
+        if url is not None:
+            _http_url(r, "url", url)
+        for key in ("url_env", "token_env"):
+            v = r.text(key)
+            if v is not None and not _NOTIFY_ENV.fullmatch(v):
+                raise r.fail(key, f"must name an environment variable, not {v!r}")
+        name = r.text("name") or (urlsplit(url).hostname if url else url_env.lower())
+        if name in seen:
+            raise r.fail(
+                "name",
+                f"{name!r} is the name of notify[{seen[name]}] too; give each [[notify]] its own "
+                "name (it keeps track of what was sent to it)",
+            )
+        seen[name] = i
+        fmt = r.text("format", "json")
+        if fmt not in NOTIFY_FORMATS:
+            hint = _closest(fmt, NOTIFY_FORMATS)
+            raise r.fail(
+                "format",
+                f"must be one of {', '.join(NOTIFY_FORMATS)}, not {fmt!r}"
+                + (f" (did you mean {hint!r}?)" if hint else ""),
+            )
+        events = r.str_list("events") if "events" in t else NOTIFY_EVENTS
+        if not events:
+            raise r.fail("events", 'is empty: list what to send, e.g. ["incident_started"]')
+        for e in events:
+            if e not in known_events:
+                hint = _closest(e, tuple(known_events))
+                raise r.fail(
+                    "events",
+                    f"unknown event {e!r}"
+                    + (f" (did you mean {hint!r}?)" if hint else "")
+                    + "; use incident_started, incident_ended (optionally :hop_silent or "
+                    ":source_lagging) or finding:<kind>",
+                )
+        min_interval = r.duration("min_interval", 0)
+        if min_interval < 0:
+            raise r.fail("min_interval", "must not be negative")
+        timeout = r.duration("timeout", 5_000_000)
+        if not 100_000 <= timeout <= 60_000_000:
+            raise r.fail("timeout", f"must be between 100ms and 60s, not {t['timeout']!r}")
+        headers = r.str_map("headers")
+        for k, v in headers.items():
+            if not _HEADER_NAME.fullmatch(k):
+                raise r.fail("headers", f"{k!r} is not an HTTP header name")
+            if any(c in v for c in "\r\n\0"):
+                raise r.fail("headers", f"the value of {k!r} must be one line")
+        base_url = r.text("base_url")
+        if base_url is not None:
+            _http_url(r, "base_url", base_url)
+        out.append(
+            NotifyTarget(
+                name=name, url=url, url_env=url_env, format=fmt, events=tuple(events),
+                min_interval=min_interval, timeout=timeout / 1_000_000, headers=headers,
+                token_env=r.text("token_env"), base_url=base_url.rstrip("/") if base_url else None,
+            )
+        )  # fmt: skip
+    return out

@@ -7,6 +7,7 @@ import re
 US = 1_000_000
 _UNITS = {"ms": 1_000, "s": US, "m": 60 * US, "h": 3600 * US, "d": 86400 * US, "w": 7 * 86400 * US}
 _PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
+MAX_US = 100 * 366 * 86400 * US  # a century: longer is a typo, and would overflow 64-bit times
 
 
 def parse_duration(text: str | int | float) -> int:
@@ -17,9 +18,11 @@ def parse_duration(text: str | int | float) -> int:
     if isinstance(text, bool):
         raise ValueError(f"not a duration: {text!r}")
     if isinstance(text, int | float):
+        if text != text or text in (float("inf"), float("-inf")):
+            raise ValueError(f"not a duration: {text!r}")
         if text < 0:
             raise ValueError(f"duration must not be negative: {text!r}")
-        return int(text * US)
+        return _bounded(text * US, text)
     if not isinstance(text, str):
         raise ValueError(f"not a duration: {text!r}")
     s = text.strip().lower()
@@ -30,11 +33,19 @@ def parse_duration(text: str | int | float) -> int:
     for m in _PART.finditer(s):
         if s[pos : m.start()].strip():
             break
-        total += int(float(m.group(1)) * _UNITS[m.group(2)])
+        if len(m.group(1)) > 20:
+            raise ValueError(f"duration too long: {text!r} (at most 100 years)")
+        total += _bounded(float(m.group(1)) * _UNITS[m.group(2)], text)
         pos = m.end()
     if pos == 0 or s[pos:].strip():
         raise ValueError(f"not a duration: {text!r} (use e.g. 90s, 15m, 24h, 2d)")
-    return total
+    return _bounded(total, text)
+
+
+def _bounded(us: float, text: object) -> int:
+    if not us <= MAX_US:  # also NaN
+        raise ValueError(f"duration too long: {text!r} (at most 100 years)")
+    return int(us)
 
 
 def format_duration(us: int | float) -> str:

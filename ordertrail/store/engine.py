@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +73,8 @@ def check_connection(engine: Engine) -> None:
         reason = str(e.orig).strip().splitlines()[0] if e.orig else str(e)
         raise StoreError(f"cannot reach store {safe_url(engine)}: {reason}") from None
     except SQLAlchemyError as e:
-        raise StoreError(f"cannot use store {safe_url(engine)}: {e}") from None
+        reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+        raise StoreError(f"cannot use store {safe_url(engine)}: {reason}") from None
 
 
 def safe_url(engine: Engine) -> str:
@@ -87,7 +90,7 @@ def alembic_config(engine: Engine) -> Any:
     return cfg
 
 
-HEAD_REVISION = "0004"  # the newest file in migrations/versions (a test keeps them in step)
+HEAD_REVISION = "0005"  # the newest file in migrations/versions (a test keeps them in step)
 
 
 def _at_head(engine: Engine) -> bool:
@@ -103,17 +106,56 @@ def _at_head(engine: Engine) -> bool:
 
 
 def migrate(engine: Engine, revision: str = "head") -> None:
-    """Create the schema, or upgrade a store made by an older ordertrail in place."""
+    """Create the schema, or upgrade a store made by an older ordertrail in place.
+
+    Two commands opening a brand-new store at once take turns: the migration runs under a lock
+    (``flock`` on the SQLite file — apart from SQLite's own locks —, an advisory lock on
+    PostgreSQL), and the second finds the schema in place."""
     if revision == "head" and _at_head(engine):
         return
     from alembic import command
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    try:
-        command.upgrade(alembic_config(engine), revision)
-    except OperationalError as e:
-        reason = str(e.orig).strip().splitlines()[0] if e.orig else str(e)
-        raise StoreError(f"cannot migrate store {safe_url(engine)}: {reason}") from None
+    with _migration_lock(engine):
+        if revision == "head" and _at_head(engine):
+            return
+        try:
+            command.upgrade(alembic_config(engine), revision)
+        except SQLAlchemyError as e:
+            reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+            raise StoreError(f"cannot migrate store {safe_url(engine)}: {reason}") from None
+
+
+_PG_MIGRATION_LOCK = 0x6F72_6472  # "ordr": the advisory lock key migrations take
+
+
+@contextmanager
+def _migration_lock(engine: Engine) -> Iterator[None]:
+    if engine.dialect.name == "sqlite":
+        db = engine.url.database or ""
+        if not db or db == ":memory:" or db.startswith("file:"):
+            yield
+            return
+        import fcntl
+
+        fd = os.open(db, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+        return
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f"SELECT pg_advisory_lock({_PG_MIGRATION_LOCK})")
+            try:
+                yield
+            finally:
+                conn.exec_driver_sql(f"SELECT pg_advisory_unlock({_PG_MIGRATION_LOCK})")
+                conn.commit()
+        return
+    yield
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -83,15 +83,12 @@ def _phase_case(col: str = "phase") -> str:
     return f"CASE {col} {whens} ELSE 0 END"
 
 
-def _time_filter(dialect: str, scan: bool, alias: str = "e") -> str:
-    # "+col" keeps SQLite off the time index: a window that holds most events is read fastest by
-    # a plain scan
+def _time_filter(dialect: str, scan: bool, lo: int, hi: int, alias: str = "e") -> str:
+    """The window condition with its bounds as integer literals (never substituted into SQL
+    text afterwards: a hop name may contain anything, ':lo' too). "+col" keeps SQLite off the
+    time index: a window that holds most events is read fastest by a plain scan."""
     plus = "+" if dialect == "sqlite" and scan else ""
-    return f"{plus}{alias}.occurred_at > :lo AND {plus}{alias}.occurred_at <= :hi"
-
-
-def _bind(sql: str, lo: int, hi: int) -> str:
-    return sql.replace(":lo", str(int(lo))).replace(":hi", str(int(hi)))
+    return f"{plus}{alias}.occurred_at > {int(lo)} AND {plus}{alias}.occurred_at <= {int(hi)}"
 
 
 def _concat(dialect: str, *parts: str) -> str:
@@ -99,32 +96,26 @@ def _concat(dialect: str, *parts: str) -> str:
 
 
 def events_sql(dialect: str, hops: Sequence[str], lo: int, hi: int, scan: bool) -> str:
-    return _bind(
+    return (
         f"SELECT e.ingest_seq AS seq, e.order_id AS order_id, {_hop_case(hops, 'e.hop')} AS hop, "
         f"{_phase_case('e.phase')} AS phase, e.occurred_at AS t FROM events e "
-        f"WHERE {_time_filter(dialect, scan)}",
-        lo,
-        hi,
+        f"WHERE {_time_filter(dialect, scan, lo, hi)}"
     )
 
 
 def mentions_sql(dialect: str, lo: int, hi: int, scan: bool) -> str:
     sep = _quote(OBJ_SEP)
     if dialect == "postgresql":
-        return _bind(
+        return (
             f"SELECT e.ingest_seq AS seq, {_concat(dialect, 'k.key', sep, 'v.value')} AS obj "
             "FROM events e CROSS JOIN LATERAL jsonb_each(e.objects::jsonb) k "
             "CROSS JOIN LATERAL jsonb_array_elements_text(k.value) v "
-            f"WHERE e.objects <> '' AND {_time_filter(dialect, scan)}",
-            lo,
-            hi,
+            f"WHERE e.objects <> '' AND {_time_filter(dialect, scan, lo, hi)}"
         )
-    return _bind(
+    return (
         f"SELECT e.ingest_seq AS seq, {_concat(dialect, 'k.key', sep, 'v.value')} AS obj "
         "FROM events e, json_each(e.objects) k, json_each(k.value) v "
-        f"WHERE e.objects <> '' AND {_time_filter(dialect, scan)}",
-        lo,
-        hi,
+        f"WHERE e.objects <> '' AND {_time_filter(dialect, scan, lo, hi)}"
     )
 
 
@@ -245,7 +236,7 @@ def attribute_sql(
     val = json_text(dialect, key)
     sql = (
         f"SELECT e.ingest_seq AS seq, e.occurred_at AS t, e.source AS src, e.event_id AS eid, "
-        f"{val} AS v FROM events e WHERE {_time_filter(dialect, scan)} AND {val} IS NOT NULL "
+        f"{val} AS v FROM events e WHERE {_time_filter(dialect, scan, lo, hi)} AND {val} IS NOT NULL "
         f"AND {val} <> 'null'"
     )
     if hops is not None:
@@ -257,7 +248,7 @@ def attribute_sql(
         if not ids:
             return None
         sql += " AND e.ingest_seq IN (" + ", ".join(map(str, ids)) + ")"
-    return _bind(sql, lo, hi)
+    return sql
 
 
 def attribute_from_table(tb: Any | None) -> AttributeValues:
@@ -410,7 +401,7 @@ def chosen_window(
         f"SELECT e.ingest_seq, e.order_id, {_hop_case(hops, 'e.hop')}, {_phase_case('e.phase')}, "
         "e.occurred_at, e.objects FROM events e"
     )
-    tf = _bind(_time_filter(d, False), lo, hi)
+    tf = _time_filter(d, False, lo, hi)
     rows: dict[int, tuple[Any, ...]] = {}
     olist = list(orders)
     for k in range(0, len(olist), 500):
