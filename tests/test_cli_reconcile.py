@@ -67,7 +67,10 @@ def test_reconcile_table_csv_and_output_file(demo: Path, tmp_path: Path) -> None
     r = invoke(demo, "reconcile", "--as-of", as_of, "--format", "csv", "--output", str(out))
     assert r.exit_code == 0  # type: ignore[attr-defined]
     lines = out.read_text().splitlines()
-    assert lines[0] == "order_id,kind,hop,from_hop,field,objects,since,detail,status" and len(lines) > 10
+    assert (
+        lines[0] == "order_id,kind,hop,from_hop,field,objects,since,detail,status"
+        and len(lines) > 10
+    )
 
 
 def test_findings_filters(demo: Path) -> None:

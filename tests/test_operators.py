@@ -111,7 +111,7 @@ def test_data_never_reaches_the_terminal_as_markup_or_control_codes(tmp_path: Pa
     r = invoke(tmp_path, "--db", url, "trace", evil, "--as-of", AS_OF)
     assert r.exit_code == 0, r.output
     assert "\x1b" not in r.stdout and "\x07" not in r.stdout and "\r" not in r.stdout
-    assert "\\x1b[2J[link=https://x.example]click[/link][/]\\x0d" in r.stdout
+    assert "\\x1b[2J[link=https://x.example]click[/link][/]\\r" in r.stdout
     assert "[bold]x[/bold]\\x07" in r.stdout
 
 

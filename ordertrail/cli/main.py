@@ -752,7 +752,7 @@ def trace(state: AppState, ident: str, as_of: str | None, fmt: str, redact: bool
     try:
         trails = build_trails(state.store(), cfg, ident, now, redact=redact)
     except UnknownOrder as e:
-        click.echo(f"Error: {visible(e)}", err=True)
+        click.echo(f"Error: {visible(str(e))}", err=True)
         sys.exit(1)
     if fmt == "json":
         docs = [t.as_dict() for t in trails]
@@ -1196,7 +1196,5 @@ def main(argv: list[str] | None = None) -> None:
     cli.main(args=argv, prog_name="ordertrail")
 
 
-from ordertrail.cli import backup as _backup  # noqa: E402,F401  (registers the commands)
 from ordertrail.cli import check as _check  # noqa: E402,F401  (registers the command)
 from ordertrail.cli import quarantine as _quarantine  # noqa: E402,F401  (registers the command)
-from ordertrail.cli import serve as _serve  # noqa: E402,F401  (registers the command)

@@ -23,24 +23,17 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from ordertrail.cli.visible import visible, visible_text
 from ordertrail.schemas.event import us_to_datetime, us_to_iso
+
+__all__ = ["visible", "visible_text"]
 
 PIPE_WIDTH = 100
 
 
-_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x00, 0x20), 0x7F)}
-_CONTROL |= {c: f"\\u{c:04x}" for c in (*range(0x80, 0xA0), 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))}  # fmt: skip
-
-
-def visible(value: object) -> str:
-    """Data as text a terminal shows as it is: control characters (ESC, CR, BEL, C1 codes, bidi
-    overrides) escaped visibly, so an id can never move the cursor, colour or hide text."""
-    return str(value).translate(_CONTROL)
-
-
 def text(value: object, style: str | None = None) -> Text:
     """A cell or line of data: never interpreted as rich markup, control characters escaped."""
-    return Text(visible(value), style=style or "")
+    return visible_text(str(value), style or "")
 
 
 def stdout_console() -> Console:
