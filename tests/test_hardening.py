@@ -247,3 +247,24 @@ def test_redact_leaves_no_personal_value_in_any_output(tmp_path: Path) -> None:
     for secret in (PERSONAL_EMAIL, PERSONAL_NAME, "other@example.org", "mary.sethwamy"):
         assert secret not in everything, secret
     assert "m***@example.com" in everything
+
+
+def test_creating_a_store_keeps_sqlites_own_locks(tmp_path: Path) -> None:
+    """The migration lock must not drop the POSIX locks SQLite holds: after this process
+    creates a store and keeps it open, another process opening and closing it must not take
+    itself for the last connection and delete our -wal."""
+    db = tmp_path / "s.db"
+    with Store(f"sqlite:///{db}") as s:
+        s.write_batch(events=[OrderEvent("e1", "O1", "a", T0, "x")])
+        with s.engine.connect() as conn:
+            conn.exec_driver_sql("SELECT count(*) FROM events").fetchall()
+            assert Path(f"{db}-wal").exists()
+            subprocess.run(
+                [sys.executable, "-c",
+                 f"import sqlite3; c = sqlite3.connect({str(db)!r}); "
+                 "c.execute('select count(*) from events').fetchall(); c.close()"],
+                check=True,
+            )  # fmt: skip
+            assert Path(f"{db}-wal").exists()
+            s.write_batch(events=[OrderEvent("e2", "O2", "a", T0, "x")])
+        assert s.count_events() == 2

@@ -1196,5 +1196,6 @@ def main(argv: list[str] | None = None) -> None:
     cli.main(args=argv, prog_name="ordertrail")
 
 
+from ordertrail.cli import backup as _backup  # noqa: E402,F401  (registers the commands)
 from ordertrail.cli import check as _check  # noqa: E402,F401  (registers the command)
 from ordertrail.cli import quarantine as _quarantine  # noqa: E402,F401  (registers the command)

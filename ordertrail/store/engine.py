@@ -109,8 +109,8 @@ def migrate(engine: Engine, revision: str = "head") -> None:
     """Create the schema, or upgrade a store made by an older ordertrail in place.
 
     Two commands opening a brand-new store at once take turns: the migration runs under a lock
-    (``flock`` on the SQLite file — apart from SQLite's own locks —, an advisory lock on
-    PostgreSQL), and the second finds the schema in place."""
+    (``flock`` on the SQLite store's folder, an advisory lock on PostgreSQL), and the second finds
+    the schema in place."""
     if revision == "head" and _at_head(engine):
         return
     from alembic import command
@@ -138,7 +138,10 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
             return
         import fcntl
 
-        fd = os.open(db, os.O_RDWR | os.O_CREAT, 0o644)
+        # never the store file itself: closing any descriptor of a file drops every POSIX lock
+        # this process holds on it — SQLite's own among them
+        folder = os.path.dirname(os.path.abspath(db)) or "."
+        fd = os.open(folder, os.O_RDONLY)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
