@@ -29,6 +29,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_listening(col: OtlpCollector) -> None:
+    deadline = time.monotonic() + 10
+    while col.server is None:
+        assert time.monotonic() < deadline, "the collector never listened"
+        time.sleep(0.02)
+
+
 def provider(*exporters: Any) -> TracerProvider:
     p = TracerProvider(resource=Resource.create({"service.name": "shop"}))
     for e in exporters:
@@ -111,7 +118,7 @@ def test_otlp_collector_with_the_sdk_exporter(tmp_path: Path, sqlite_url: str) -
         col = OtlpCollector(s, cfg, cfg.sources[0], idle_timeout=30)
         th = threading.Thread(target=col.run, daemon=True)
         th.start()
-        time.sleep(0.5)
+        wait_listening(col)
         exporter = OTLPSpanExporter(endpoint=f"http://127.0.0.1:{port}/v1/traces")
         p = use(provider(exporter))
         for i in range(20):
@@ -153,7 +160,7 @@ def test_otlp_json_and_bad_requests(tmp_path: Path, sqlite_url: str) -> None:
         col = OtlpCollector(s, cfg, cfg.sources[0], idle_timeout=30)
         th = threading.Thread(target=col.run, daemon=True)
         th.start()
-        time.sleep(0.5)
+        wait_listening(col)
         url = f"http://127.0.0.1:{port}/v1/traces"
         for _ in range(2):  # a retry stores nothing twice
             req = urllib.request.Request(
