@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ordertrail.store.writer import Checkpoint
+from ordertrail.store.writer import Checkpoint, ReplaceMark
 
 
 @dataclass(slots=True)
@@ -28,11 +28,23 @@ class RawRecord:
 
 @dataclass(slots=True)
 class RawBatch:
-    """Records plus the checkpoints that hold once they are stored."""
+    """Records plus the checkpoints that hold once they are stored, and what the same
+    transaction supersedes (see :meth:`ordertrail.store.Store.write_batch`)."""
 
     records: list[RawRecord]
     checkpoints: list[Checkpoint]
     progress: int = 0  # units (bytes, messages) this batch advanced, for progress bars
+    # quarantine rows (source_ref, digest) these records supersede: a torn last line that was
+    # quarantined and has since been completed
+    withdraw: list[tuple[str, str]] = field(default_factory=list)
+    # the records are read again on purpose (--from-start): the quarantine rows an earlier read
+    # left for the same records (same place, same bytes) give way to what they map to now
+    reread: bool = False
+    # --replace: events of this source stored before the mark give way to the records of this
+    # batch (same event ids) ...
+    replace: ReplaceMark | None = None
+    # ... and, per file read again to its end, the ones it no longer gave (file -> mark)
+    sweep: dict[str, ReplaceMark] = field(default_factory=dict)
 
 
 class Source(Protocol):

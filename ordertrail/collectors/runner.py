@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -10,12 +11,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ordertrail.collectors.base import RawBatch, Source
-from ordertrail.collectors.file import FileSource
+from ordertrail.collectors.file import FileSource, quarantine_digest
 from ordertrail.collectors.mapping import Mapper
 from ordertrail.errors import ConfigError
 from ordertrail.schemas.config import Config, SourceConfig
 from ordertrail.schemas.event import QuarantineRecord
-from ordertrail.store import Store, WriteResult
+from ordertrail.store import Store, Supersede, WriteResult
 from ordertrail.store.writer import now_us
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,13 @@ class IngestReport:
     reasons: dict[str, int] = field(default_factory=dict)
     rejected: int = 0  # records mapped to quarantine, whether or not an earlier run stored them
     not_order_spans: int | None = None  # otlp: spans naming no order and no object
+    # file sources: blank lines counted, files skipped as unreadable (path, why), quarantine
+    # rows superseded by records read again, events replaced / removed by --replace
+    blank_lines: int | None = None
+    unreadable: list[tuple[str, str]] | None = None
+    withdrawn: int = 0
+    replaced: int = 0
+    removed: int = 0
 
     def quarantine_share(self) -> float:
         """The share of the records the source took (not filtered) that went to quarantine."""
@@ -60,6 +68,12 @@ class IngestReport:
         }
         if self.not_order_spans is not None:
             out["not_order_spans"] = self.not_order_spans
+        if self.blank_lines is not None:
+            out["blank_lines"] = self.blank_lines
+            out["superseded_quarantine"] = self.withdrawn
+            out["replaced"] = self.replaced
+            out["removed"] = self.removed
+            out["unreadable"] = [{"path": p, "reason": r} for p, r in self.unreadable or ()]
         return out
 
 
@@ -81,6 +95,8 @@ def map_batch(
     filtered: list[int] = []
     m = mapper.map_row
     ts = now_us()
+    if batch.replace is not None:
+        ts = max(ts, batch.replace.at)  # events a --replace stores never look older than it
     for i, rec in enumerate(batch.records):
         out = m(rec, ts)
         if type(out) is tuple:
@@ -107,6 +123,9 @@ def record_write(
     report.quarantined += res.quarantined
     report.redelivered += len(bad) - res.quarantined
     report.rejected += len(bad)
+    report.withdrawn += res.withdrawn
+    report.replaced += res.replaced
+    report.removed += res.removed
     for q in bad:
         key = reason_category(q.reason)
         report.reasons[key] = report.reasons.get(key, 0) + 1
@@ -144,9 +163,27 @@ def store_batch(
     """Map one batch and store it with its checkpoints in one transaction."""
     rows, bad, filtered = map_batch(mapper, batch)
     (counts or FilteredCounts()).apply(batch, len(filtered))
-    res = store.write_batch(quarantined=bad, checkpoints=batch.checkpoints, rows=rows)
+    res = store.write_batch(
+        quarantined=bad,
+        checkpoints=batch.checkpoints,
+        rows=rows,
+        supersede=supersede(mapper.name, batch, bad),
+    )
     record_write(report, batch, bad, res, len(filtered))
     return res
+
+
+def supersede(source: str, batch: RawBatch, bad: list[QuarantineRecord]) -> Supersede | None:
+    """What a batch's records take the place of in the store (see :class:`Supersede`)."""
+    if not (batch.withdraw or batch.reread or batch.replace or batch.sweep):
+        return None
+    keys = list(batch.withdraw)
+    keep: dict[tuple[str, str], str] = {}
+    if batch.reread:
+        # a record read again leaves at most the quarantine row of what it maps to now
+        keys.extend((r.source_ref, quarantine_digest(r.raw)) for r in batch.records)
+        keep = {(q.source_ref, q.digest): q.reason for q in bad}
+    return Supersede(source, keys, keep, batch.replace, batch.sweep)
 
 
 def run_source(
@@ -192,13 +229,27 @@ def ingest_file_source(
     *,
     batch_size: int = 20_000,
     on_progress: ProgressCallback | None = None,
+    from_start: bool = False,
+    replace: bool = False,
+    fsrc: FileSource | None = None,
 ) -> IngestReport:
-    """Ingest one file source from its checkpoints to the end of its files."""
-    fsrc = FileSource(source, batch_size=batch_size)
+    """Ingest one file source from its checkpoints to the end of its files.
+
+    ``from_start`` reads every file again from its start (nothing is stored twice; quarantine
+    rows of records that now map give way). ``replace`` (implies ``from_start``) replaces the
+    source's stored events by what its files give now — see :meth:`Store.begin_replace`.
+    Unreadable files are skipped and listed in the report's ``unreadable``.
+    """
+    fsrc = fsrc or FileSource(source, batch_size=batch_size, from_start=from_start or replace)
     mapper = Mapper(source, config.hop_names)
+    if replace:
+        files = [p for p in fsrc.paths() if os.path.isfile(fsrc.full(p))]
+        store.begin_replace(source.name, files)
     report = run_source(store, mapper, fsrc, on_progress)
-    report.files = len(fsrc.paths())
+    report.files = fsrc.files_read
     report.pending_lines = fsrc.pending_lines
+    report.blank_lines = fsrc.blank_lines
+    report.unreadable = list(fsrc.unreadable)
     if not fsrc.paths():
         logger.warning("source %s: no file matches %s", source.name, source.path)
     return report

@@ -16,19 +16,25 @@ from ordertrail.store import tables
 from ordertrail.store.engine import check_connection, make_engine, migrate, safe_url
 from ordertrail.store.writer import (
     Checkpoint,
+    ReplaceMark,
+    Supersede,
     WriteResult,
+    delete_events,
     event_row,
     insert_links,
     insert_quarantine,
     insert_rows,
     now_us,
     refresh_source_watermark,
+    set_aside_events,
+    supersede_quarantine,
+    sweep_events,
     upsert_checkpoints,
 )
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Checkpoint", "Store", "WriteResult", "tables"]
+__all__ = ["Checkpoint", "ReplaceMark", "Store", "Supersede", "WriteResult", "tables"]
 
 
 class Store:
@@ -65,21 +71,35 @@ class Store:
         checkpoints: Sequence[Checkpoint] = (),
         source_watermark: str | None = None,
         rows: list[tuple[Any, ...]] | None = None,
+        supersede: Supersede | None = None,
     ) -> WriteResult:
         """Store events, quarantine rows and checkpoints in one transaction (all or nothing).
 
         ``source_watermark`` names a source whose watermark is the minimum of its parts'
-        (Kafka partitions): it is recomputed in the same transaction.
+        (Kafka partitions): it is recomputed in the same transaction. ``supersede`` says what
+        the batch's records take the place of (records read again, ``--replace``): deleted in
+        the same transaction, before the batch is stored.
         """
+        res = WriteResult()
         try:
             all_rows = list(rows or ())
             if events:
                 ts = now_us()
                 all_rows.extend(event_row(e, ts) for e in events)
             with self.engine.begin() as conn:
+                sup = supersede
+                old = []
+                if sup is not None:
+                    if sup.replace is not None and all_rows:
+                        ids = [r[0] for r in all_rows]
+                        old = set_aside_events(conn, sup.source, ids, sup.replace)
+                    res.withdrawn = supersede_quarantine(conn, sup.source, sup.quarantine, sup.keep)
                 stored = insert_rows(conn, all_rows) if all_rows else 0
+                res.replaced = delete_events(conn, old)
                 insert_links(conn, all_rows)
                 q = insert_quarantine(conn, quarantined)
+                if sup is not None and sup.sweep:
+                    res.removed = sweep_events(conn, sup.source, sup.sweep)
                 upsert_checkpoints(conn, checkpoints)
                 if source_watermark:
                     refresh_source_watermark(conn, source_watermark)
@@ -88,8 +108,36 @@ class Store:
             raise StoreError(f"store write failed: {reason}") from e
         except SQLAlchemyError as e:
             raise StoreError(f"store write failed: {e}") from e
-        offered = len(all_rows)
-        return WriteResult(stored=stored, redelivered=offered - stored, quarantined=q)
+        res.stored, res.redelivered, res.quarantined = stored, len(all_rows) - stored, q
+        return res
+
+    def begin_replace(self, source: str, keys: Sequence[str]) -> ReplaceMark:
+        """Start replacing a source's stored events (``ingest --from-start --replace``).
+
+        In one transaction the checkpoints of ``keys`` (its files) are reset to the start and
+        marked (``"replace": [seq, at]`` in their position): reading those files again then
+        replaces, batch by batch, the events stored before the mark (``Supersede.replace``),
+        and once a file is read to its end the events it no longer gives are swept
+        (``Supersede.sweep``). A crash at any point leaves every event as it was or replaced —
+        never a source half deleted — and the next ingest carries on from the marks.
+        """
+        c = tables.checkpoints.c
+        try:
+            with self.engine.begin() as conn:
+                seq = conn.execute(select(func.max(tables.events.c.ingest_seq))).scalar()
+                mark = ReplaceMark(int(seq or 0), now_us())
+                old = dict(conn.execute(select(c.key, c.position).where(c.source == source)).all())
+                cps = []
+                for k in keys:
+                    pos = {"offset": 0, "line": 0, "filtered": 0, "replace": [mark.seq, mark.at]}
+                    tail = orjson.loads(old[k]).get("tail") if k in old else None
+                    if tail:  # a quarantined unterminated end: its row gives way when read again
+                        pos["tail"] = tail
+                    cps.append(Checkpoint(source, k, pos))
+                upsert_checkpoints(conn, cps)
+        except SQLAlchemyError as e:
+            raise StoreError(f"store write failed: {e}") from e
+        return mark
 
     # -- reads --------------------------------------------------------------------------------
     def checkpoints(self, source: str) -> dict[str, Checkpoint]:

@@ -54,11 +54,17 @@ class WriteResult:
     stored: int = 0
     redelivered: int = 0
     quarantined: int = 0
+    withdrawn: int = 0  # quarantine rows superseded by the batch's records (see Supersede)
+    replaced: int = 0  # events deleted to be stored anew (--replace)
+    removed: int = 0  # events deleted because a file read again no longer gives them
 
     def __iadd__(self, other: WriteResult) -> WriteResult:
         self.stored += other.stored
         self.redelivered += other.redelivered
         self.quarantined += other.quarantined
+        self.withdrawn += other.withdrawn
+        self.replaced += other.replaced
+        self.removed += other.removed
         return self
 
 
@@ -290,3 +296,199 @@ def refresh_source_watermark(conn: Connection, source: str) -> None:
     parts, with_wm, low = int(row[0]), int(row[1]), row[2]
     if parts and parts == with_wm:
         upsert_checkpoints(conn, [Checkpoint(source, "", {"parts": parts}, int(low))])
+
+
+# -- superseding: records read again take the place of what an earlier read left ---------------
+
+_CHUNK = 500  # values per IN list: well inside SQLite's and PostgreSQL's parameter limits
+_RENAMED = "\x1freplaced"  # appended to the id of an event about to be replaced
+
+
+@dataclass(frozen=True, slots=True)
+class ReplaceMark:
+    """Where ``ingest --replace`` began: events stored before it (``ingest_seq <= seq`` and
+    ``ingested_at < at``) are the ones it replaces. Events it stores get ``ingested_at >= at``,
+    so neither a reused SQLite rowid nor anything else can make them look old."""
+
+    seq: int
+    at: int
+
+
+@dataclass(slots=True)
+class Supersede:
+    """What the records of one batch take the place of, in the batch's own transaction.
+
+    ``quarantine``: (source_ref, digest) keys of quarantine rows an earlier read left for these
+    records; each is deleted unless ``keep`` maps it to the reason it is quarantined for again.
+    ``replace``: (``ingest --replace``) this source's events stored before the mark with the ids
+    of the batch's events give way to them: the old rows are renamed, the new ones stored (so
+    their ingest_seq is above every old one), then the old ones deleted.
+    ``sweep``: file -> mark: this source's events from that file stored before the mark that
+    the file, read again to its end, no longer gave are deleted.
+    Deleted events take their event_objects rows with them, and the links they showed are
+    recomputed from the events that still show them.
+    """
+
+    source: str
+    quarantine: Sequence[tuple[str, str]] = ()
+    keep: dict[tuple[str, str], str] = field(default_factory=dict)
+    replace: ReplaceMark | None = None
+    sweep: dict[str, ReplaceMark] = field(default_factory=dict)
+
+
+def _chunks(items: Sequence[Any], n: int = _CHUNK) -> list[Sequence[Any]]:
+    return [items[i : i + n] for i in range(0, len(items), n)]
+
+
+def supersede_quarantine(
+    conn: Connection,
+    source: str,
+    keys: Sequence[tuple[str, str]],
+    keep: dict[tuple[str, str], str] | None = None,
+) -> int:
+    """Delete this source's quarantine rows with these (source_ref, digest) keys, except those
+    ``keep`` maps to their stored reason; return how many were deleted."""
+    if not keys:
+        return 0
+    keep = keep or {}
+    wanted = set(keys)
+    q = t.quarantine.c
+    doomed: list[int] = []
+    for part in _chunks(sorted({r for r, _ in wanted})):
+        rows = conn.execute(
+            select(q.id, q.source_ref, q.digest, q.reason).where(
+                q.source == source, q.source_ref.in_(part)
+            )
+        ).all()
+        for r in rows:
+            key = (r.source_ref, r.digest)
+            if key in wanted and keep.get(key) != r.reason:
+                doomed.append(int(r.id))
+    for part in _chunks(doomed):
+        conn.execute(t.quarantine.delete().where(q.id.in_(part)))
+    return len(doomed)
+
+
+OldEvent = tuple[
+    int, str, str, str, int, str
+]  # ingest_seq, source, event_id, order_id, time, objects
+
+
+def _old_columns() -> tuple[Any, ...]:
+    c = t.events.c
+    return (c.ingest_seq, c.source, c.event_id, c.order_id, c.occurred_at, c.objects)
+
+
+def _as_row(o: OldEvent) -> tuple[Any, ...]:
+    """An old event in EVENT_COLUMNS positions, as far as :func:`link_rows` reads them."""
+    r: list[Any] = [None] * len(EVENT_COLUMNS)
+    r[_EID], r[_SRC], r[_OID], r[_T], r[_OBJ] = o[2], o[1], o[3], o[4], o[5]
+    return tuple(r)
+
+
+def set_aside_events(
+    conn: Connection, source: str, event_ids: Sequence[str], mark: ReplaceMark
+) -> list[OldEvent]:
+    """The first half of replacing events: find this source's events with these ids stored
+    before ``mark`` and rename their ids, so the same records can be stored anew (above them in
+    ingest_seq); :func:`delete_events` then deletes them."""
+    c = t.events.c
+    old: list[OldEvent] = []
+    for part in _chunks(sorted(set(event_ids))):
+        old.extend(
+            tuple(r)
+            for r in conn.execute(
+                select(*_old_columns()).where(
+                    c.source == source,
+                    c.event_id.in_(part),
+                    c.ingest_seq <= mark.seq,
+                    c.ingested_at < mark.at,
+                )
+            ).all()
+        )
+    for seqs in _chunks([o[0] for o in old]):
+        conn.execute(
+            t.events.update().where(c.ingest_seq.in_(seqs)).values(event_id=c.event_id + _RENAMED)
+        )
+    return old
+
+
+def sweep_events(conn: Connection, source: str, marks: dict[str, ReplaceMark]) -> int:
+    """Delete this source's events from the files of ``marks`` stored before each file's mark
+    (the ones a complete read of the file under ``--replace`` did not store again)."""
+    if not marks:
+        return 0
+    c = t.events.c
+    rows = conn.execute(
+        select(*_old_columns(), c.source_ref, c.ingested_at).where(
+            c.source == source, c.ingest_seq <= max(m.seq for m in marks.values())
+        )
+    ).all()
+    old: list[OldEvent] = []
+    for r in rows:
+        mark = marks.get(r.source_ref.rpartition(":")[0])
+        if mark is not None and r.ingest_seq <= mark.seq and r.ingested_at < mark.at:
+            old.append((r.ingest_seq, r.source, r.event_id, r.order_id, r.occurred_at, r.objects))
+    return delete_events(conn, old)
+
+
+def delete_events(conn: Connection, old: Sequence[OldEvent]) -> int:
+    """Delete stored events (by ingest_seq), their event_objects rows (by the ids in ``old``),
+    and the links only they showed (a link another event still shows keeps the earliest of
+    those)."""
+    if not old:
+        return 0
+    for part in _chunks([o[0] for o in old]):
+        conn.execute(t.events.delete().where(t.events.c.ingest_seq.in_(part)))
+    with_objects = [_as_row(o) for o in old if o[5]]
+    if with_objects:
+        links, mentions = link_rows(with_objects)
+        eo = t.event_objects.c
+        for kind, oid, src, eid in sorted(set(mentions)):
+            conn.execute(
+                t.event_objects.delete().where(
+                    eo.kind == kind, eo.object_id == oid, eo.source == src, eo.event_id == eid
+                )
+            )
+        refresh_links(conn, [(k, i, lk, li) for k, i, lk, li, *_ in links])
+    return len(old)
+
+
+def refresh_links(conn: Connection, keys: Sequence[LinkKey]) -> None:
+    """Recompute these links from the events that show them now: each keeps the earliest
+    (time, source, event id) among them, or is deleted when none is left."""
+    if not keys:
+        return
+    eo, ev, lk = t.event_objects.c, t.events.c, t.links.c
+    by_kind: dict[str, set[str]] = {}
+    for kind, oid, _, _ in keys:
+        by_kind.setdefault(kind, set()).add(oid)
+    shown: dict[str, set[str]] = {}  # source -> ids of the events naming one of the objects
+    for kind, oids in by_kind.items():
+        for part in _chunks(sorted(oids)):
+            for src, eid in conn.execute(
+                select(eo.source, eo.event_id).where(eo.kind == kind, eo.object_id.in_(part))
+            ).all():
+                shown.setdefault(src, set()).add(eid)
+    rows: list[tuple[Any, ...]] = []
+    for src, eids in shown.items():
+        for part in _chunks(sorted(eids)):
+            for r in conn.execute(
+                select(*_old_columns()).where(ev.source == src, ev.event_id.in_(part))
+            ).all():
+                rows.append(_as_row(tuple(r)))
+    best = {tuple(x[:4]): x[4:] for x in link_rows(rows)[0]}
+    for key in sorted(set(keys)):
+        where = (lk.kind == key[0], lk.object_id == key[1], lk.link_kind == key[2],
+                 lk.link_id == key[3])  # fmt: skip
+        now = best.get(key)
+        if now is None:
+            conn.execute(t.links.delete().where(*where))
+            continue
+        vals = {"occurred_at": now[0], "source": now[1], "event_id": now[2]}
+        if conn.execute(t.links.update().where(*where).values(**vals)).rowcount == 0:
+            conn.execute(
+                t.links.insert().values(
+                    kind=key[0], object_id=key[1], link_kind=key[2], link_id=key[3], **vals
+                )
+            )
