@@ -156,6 +156,32 @@ def test_nul_characters_are_quarantined_and_never_block_a_store(
     assert invoke(tmp_path, "--db", store_url, "search", "--attr", "note=fine").exit_code == 0
 
 
+def test_raw_nul_bytes_in_quarantined_records_never_block_a_source(
+    tmp_path: Path, store_url: str
+) -> None:
+    """A line holding a raw NUL byte is quarantined (kept with U+FFFD: PostgreSQL's text cannot
+    hold NUL) and the source's later ingests still work."""
+    (tmp_path / "in").mkdir()
+    body = b'{"o": "A\x00", "t": 1767225600}\nB,\x00\n{"o": "C", "t": 1767225600}\n'
+    (tmp_path / "in" / "a.jsonl").write_bytes(body)
+    (tmp_path / "ordertrail.toml").write_text(
+        '[[hops]]\nname = "a"\n[[sources]]\nname = "f"\nkind = "file"\npath = "in/*.jsonl"\n'
+        'hop = "a"\norder_id = "o"\ntimestamp = "t"\nmax_quarantine = 1.0\n'
+    )
+    r = invoke(tmp_path, "--db", store_url, "ingest", "--format", "json")
+    assert r.exit_code == 0, r.output
+    with (tmp_path / "in" / "a.jsonl").open("ab") as f:
+        f.write(b'{"o": "D", "t": 1767225600}\n\x00\x00\n')
+    r = invoke(tmp_path, "--db", store_url, "ingest", "--format", "json")
+    assert r.exit_code == 0, r.output
+    with Store(store_url) as s:
+        assert {e.order_id for e in s.order_events("C")} == {"C"}
+        assert {e.order_id for e in s.order_events("D")} == {"D"}
+        raws = [q["raw"] for q in s.quarantine_rows()]
+    assert len(raws) == 3 and all("\x00" not in x and "\ufffd" in x for x in raws)
+    assert invoke(tmp_path, "--db", store_url, "quarantine", "list").exit_code == 0
+
+
 def test_hop_names_and_attribute_keys_that_look_like_syntax(tmp_path: Path) -> None:
     """Hops named pay:lo / pay:hi give the findings the same hops named lo / hi give."""
 

@@ -326,7 +326,9 @@ def test_a_source_over_its_max_quarantine_exits_4(shop: Path, sqlite_url: str) -
     r = invoke(shop, "--db", sqlite_url, "ingest", "warehouse")
     assert r.exit_code == 4
     assert r.stderr.strip() == (
-        "Error: warehouse quarantined 50% of its records (max_quarantine 20%)"
+        "Error: warehouse quarantined 50% of its records (max_quarantine 20%): unparseable "
+        "timestamp … (field 'picked_at'; tried '%d.%m.%Y %H:%M', ISO-8601, epoch), "
+        "e.g. wh/picks.csv:3"
     )
     assert "unparseable timestamp" in r.stdout  # the summary is still printed
     # the share is of the records the source took: 1 bad of 5 taken (4 more were filtered)

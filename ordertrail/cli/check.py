@@ -140,7 +140,7 @@ def _print_reasons(console: Console, what: str, total: int, reasons: list[Reason
     for rc in reasons:
         console.print(_line(f"    {rc.count:,} × ", rc.reason))
         console.print(
-            _line("      e.g. ", rc.example.source_ref, "  ", rc.example.raw, style="dim")
+            _line("      e.g. ", rc.example.source_ref, "  ", rc.example.raw or "", style="dim")
         )
     shown = sum(rc.count for rc in reasons)
     if shown < total:

@@ -21,6 +21,7 @@ from ordertrail.cli.render import (
     stdout_console,
     table,
     visible,
+    visible_text,
 )
 from ordertrail.cli.state import AppState
 from ordertrail.errors import ConfigError, OrdertrailError
@@ -165,8 +166,12 @@ def ingest(
     its files, batch by batch: a crash leaves each event as it was or replaced, and the next
     ingest carries on. Events from files that are gone are kept.
 
+    Prints per source the counts, and the top quarantine reasons with their field path and
+    one example (its source_ref).
+
     Exits 3 when a file could not be read (the others are ingested), 4 when a source sent
-    more than its ``max_quarantine`` share of records to quarantine.
+    more than its ``max_quarantine`` share of records to quarantine (a run of fewer than 20
+    records is judged with the source's records before it).
     """
     from ordertrail.collectors import file_sources
 
@@ -189,12 +194,7 @@ def ingest(
         print_json({"sources": [r.as_dict() for r in reports]})
     else:
         print_ingest_summary(reports)
-    over = [
-        f"{r.source} quarantined {r.quarantine_share():.0%} of its records "
-        f"(max_quarantine {s.max_quarantine:.0%})"
-        for r, s in zip(reports, chosen, strict=True)
-        if r.quarantine_share() > s.max_quarantine
-    ]
+    over = [over_max_quarantine(r) for r in reports if r.over_max_quarantine]
     unreadable = [(r.source, p, why) for r in reports for p, why in r.unreadable or ()]
     if unreadable:
         if over:
@@ -228,7 +228,24 @@ def _ingest_one(
         )
 
 
+def over_max_quarantine(r: Any) -> str:
+    """Why a source fails its ``max_quarantine``: the share, and the top reason with its field
+    path and an example reference."""
+    of = f"its last {round(r.judged_on()[0]):,} records" if r.widened() else "its records"
+    msg = (
+        f"{r.source} quarantined {r.judged_share():.0%} of {of} "
+        f"(max_quarantine {r.max_quarantine:.0%})"
+    )
+    top = r.top_reasons(1)
+    if top:
+        msg += f": {top[0].reason}, e.g. {top[0].example.source_ref}"
+    return msg
+
+
 def print_ingest_summary(reports: list[Any]) -> None:
+    """The counts per source, then per source what is worth a look: skipped files, pending
+    lines, and the top quarantine reasons with their field path and an example reference.
+    Every piece of data goes through :func:`visible_text` (never read as markup)."""
     console = stdout_console()
     keys = ("files", "records", "stored", "redelivered", "quarantined", "filtered")
     rows: list[tuple[str, ...]] = [
@@ -237,30 +254,51 @@ def print_ingest_summary(reports: list[Any]) -> None:
     tot = [sum(getattr(r, k) for r in reports) for k in keys]
     rows.append(("total", *(fmt_int(x) for x in tot), f"{sum(r.seconds for r in reports):.2f}"))
     console.print(table("Ingest", ["source", *keys, "seconds"], rows))
+
+    def say(line: str) -> None:
+        console.print(visible_text(line))
+
     for r in reports:
         for path, why in r.unreadable or ():
-            console.print(f"{r.source}: skipped {path}: {why}")
+            say(f"{r.source}: skipped {path}: {why}")
         if r.pending_lines:
-            console.print(
+            say(
                 f"{r.source}: {r.pending_lines:,} line(s) at the end of a file still being "
                 "written, left for the next run"
             )
         if r.blank_lines:
-            console.print(f"{r.source}: {r.blank_lines:,} blank line(s)")
+            say(f"{r.source}: {r.blank_lines:,} blank line(s)")
         if r.replaced or r.removed:
-            console.print(
+            say(
                 f"{r.source}: replaced {r.replaced:,} stored event(s); removed {r.removed:,} "
                 "that the files no longer give"
             )
         if r.withdrawn:
-            console.print(
+            say(
                 f"{r.source}: {r.withdrawn:,} earlier quarantine row(s) gave way to records read "
                 "again"
             )
         if r.not_order_spans:
-            console.print(f"{r.source}: {r.not_order_spans:,} spans named no order and no object")
-        for reason, n in sorted(r.reasons.items(), key=lambda x: -x[1]):
-            console.print(f"{r.source}: quarantined {n:,} × {reason}")
+            say(f"{r.source}: {r.not_order_spans:,} spans named no order and no object")
+        _print_quarantine(say, r)
+
+
+def _print_quarantine(say: Any, r: Any) -> None:
+    if not r.rejected:
+        return
+    share = f"{r.judged_share():.0%}"
+    if r.widened():
+        share += f" of its last {round(r.judged_on()[0]):,}"
+    if r.max_quarantine is not None:
+        over = "over " if r.over_max_quarantine else ""
+        share += f" ({over}max_quarantine {r.max_quarantine:.0%})"
+    say(f"{r.source}: {r.rejected:,} of {r.taken:,} record(s) went to quarantine: {share}")
+    top = r.top_reasons()
+    for rc in top:
+        say(f"{r.source}: quarantined {rc.count:,} × {rc.reason}, e.g. {rc.example.source_ref}")
+    rest = r.tally.total - sum(rc.count for rc in top)
+    if rest:
+        say(f"{r.source}: … and {rest:,} more for other reasons (ordertrail quarantine list)")
 
 
 # -- collect ---------------------------------------------------------------------------------
@@ -279,7 +317,11 @@ def print_ingest_summary(reports: list[Any]) -> None:
 def collect(
     state: AppState, source: str, max_messages: int | None, idle_timeout: float | None, fmt: str
 ) -> None:
-    """Run a kafka or otlp source until stopped (SIGTERM/SIGINT finish the batch and exit 0)."""
+    """Run a kafka or otlp source until stopped (SIGTERM/SIGINT finish the batch and exit 0).
+
+    When it stops it prints the counts and the top quarantine reasons with their field path and
+    one example (its source_ref), as ``ingest`` does.
+    """
     cfg = state.config()
     src = cfg.source(source)
     if src.kind == "file":
@@ -302,6 +344,7 @@ def collect(
     collector.install_signal_handlers()
     with progress_bar(f"collect {source}", max_messages) as advance:
         report = collector.run(on_batch=advance)
+    report.max_quarantine = src.max_quarantine  # shown, not enforced: a collector keeps running
     if fmt == "json":
         print_json({"sources": [report.as_dict()]})
     else:

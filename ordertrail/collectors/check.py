@@ -30,6 +30,9 @@ import orjson
 from ordertrail.collectors.base import RawBatch, RawRecord
 from ordertrail.collectors.file import FileSource
 from ordertrail.collectors.mapping import Mapper, getter
+from ordertrail.collectors.reasons import ReasonCount, ReasonTally
+from ordertrail.collectors.reasons import reason_field as reason_field  # importable from here too
+from ordertrail.collectors.reasons import reason_key as reason_key
 from ordertrail.collectors.timestamps import TimestampError, parse_timestamp
 from ordertrail.errors import OrdertrailError, SourceError
 from ordertrail.schemas.config import Config, SourceConfig
@@ -40,39 +43,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_SAMPLE = 1000
 KAFKA_TIMEOUT = 30.0  # seconds to read a Kafka source's sample before giving up on the rest
-TOP_REASONS = 5
-EXAMPLE_CHARS = 400
 FUTURE_SLACK_US = 86_400_000_000  # a time more than a day ahead is suspicious
-
-
-@dataclass(slots=True)
-class Example:
-    """One record behind a reason: where it is, what it says (raw, cut short), and the reason."""
-
-    source_ref: str
-    raw: str
-    reason: str
-
-    def as_dict(self) -> dict[str, str]:
-        return {"source_ref": self.source_ref, "raw": self.raw, "reason": self.reason}
-
-
-@dataclass(slots=True)
-class ReasonCount:
-    """Records sharing one reason (the record's own values left out, the field path kept)."""
-
-    reason: str
-    count: int
-    field: str | None
-    example: Example
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "reason": self.reason,
-            "count": self.count,
-            "field": self.field,
-            "example": self.example.as_dict(),
-        }
 
 
 @dataclass(slots=True)
@@ -415,18 +386,13 @@ def _decoded(rec: RawRecord) -> dict[str, Any] | None:
     return d if isinstance(d, dict) else None
 
 
-def _cut(raw: bytes) -> str:
-    text = raw.decode("utf-8", "replace")
-    return text if len(text) <= EXAMPLE_CHARS else text[:EXAMPLE_CHARS] + "…"
-
-
 def _map_sample(
     config: Config, source: SourceConfig, records: list[RawRecord], res: SourceCheck
 ) -> None:
     mapper = Mapper(source, config.hop_names)
     res.sampled = len(records)
-    reasons: dict[str, list[Any]] = {}
-    filters: dict[str, list[Any]] = {}
+    reasons = ReasonTally()
+    filters = ReasonTally()
     hops: Counter[str] = Counter()
     decoded: list[dict[str, Any]] = []  # records that decode (the ones hints can look into)
     taken: list[dict[str, Any]] = []  # ... of which ``where`` takes
@@ -439,7 +405,7 @@ def _map_sample(
         if out is None:
             res.filtered += 1
             why = (mapper.where_mismatch(data) if data is not None else None) or "where"
-            _count(filters, _where_key(why), why, rec)
+            filters.add(why, rec.source_ref, rec.raw, key=_where_key(why))
             continue
         if data is not None:
             taken.append(data)
@@ -452,49 +418,13 @@ def _map_sample(
             res.last = t if res.last is None else max(res.last, t)
         else:
             res.quarantined += 1
-            _count(reasons, reason_key(out.reason), out.reason, rec)
+            reasons.add(out.reason, rec.source_ref, rec.raw)
     res.hops = dict(hops.most_common())
-    res.reasons = _top(reasons)
-    res.filter_reasons = _top(filters)
+    res.reasons = reasons.top()
+    res.filter_reasons = filters.top()
     for r in res.filter_reasons:
         r.field = r.reason.partition(" not in ")[0] if " not in " in r.reason else None
     res.hints.extend(_hints(config, source, decoded, taken, events, res))
-
-
-def _count(into: dict[str, list[Any]], key: str, reason: str, rec: RawRecord) -> None:
-    cur = into.get(key)
-    if cur is None:
-        into[key] = [1, Example(rec.source_ref, _cut(rec.raw), reason)]
-    else:
-        cur[0] += 1
-
-
-def _top(groups: dict[str, list[Any]]) -> list[ReasonCount]:
-    ordered = sorted(groups.items(), key=lambda kv: (-kv[1][0], kv[0]))
-    return [ReasonCount(k, v[0], reason_field(k), v[1]) for k, v in ordered[:TOP_REASONS]]
-
-
-_VALUE = re.compile(r"""'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|\{.*\}|\[.*\]""")
-_FIELD = re.compile(r"""(?:field|path|objects field '[^']*' =) '([^']+)'""")
-
-
-def reason_key(reason: str) -> str:
-    """A quarantine reason without the record's own values but with its field path, so records
-    failing the same way count together: "unparseable timestamp … (field 'at'; tried …)"."""
-    head, sep, tail = reason.partition(" (")
-    head = _VALUE.sub("…", head)
-    before, colon, _ = head.partition(": ")
-    if colon and "…" not in before:  # "malformed JSON: unexpected character: … (char 9)"
-        head = before
-        if not _FIELD.search(tail):
-            sep = tail = ""
-    return head + sep + tail
-
-
-def reason_field(reason: str) -> str | None:
-    """The field path a reason names ("missing order id (field 'order.id')" -> "order.id")."""
-    m = _FIELD.search(reason)
-    return m.group(1) if m else None
 
 
 def _where_key(why: str) -> str:

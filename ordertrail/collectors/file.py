@@ -43,6 +43,11 @@ blank, a CSV header) or pending — never lost silently, never stored twice. The
   not advance. A directory a glob matches is not a file of the source.
 - A line longer than :data:`MAX_LINE_BYTES` is quarantined with its first bytes and read past
   without being held in memory.
+- **CR line endings** (classic Mac OS, Excel's "CSV (Macintosh)"): a settled CSV file read from
+  its start that holds no LF at all but a CR is read with CR as its line ending, and its
+  checkpoint remembers it; should LF appear in it later, the file is read again from the start
+  with LF. Elsewhere a line whose CR characters look like line ends is quarantined with a reason
+  that starts "CR line endings:" (JSONL lines must end with LF).
 - **Reading again** (``from_start``, or a file under ``--replace``): quarantine rows an earlier
   read left for the same records give way to what the records map to now.
 """
@@ -79,6 +84,7 @@ PREVIEW_BYTES = 4096
 CSV_MAX_RECORD_LINES = 100  # physical lines one CSV record may span
 CSV_MAX_RECORD_BYTES = 1 << 20
 SETTLE_SECONDS = 60.0  # a file not modified for this long is not being written any more
+SNIFF_CHUNK = 64 << 10  # read looking for line ends (CR-only CSV files)
 
 UNTERMINATED = "unterminated last line (no newline, and the file stopped growing)"
 
@@ -89,11 +95,12 @@ _LINE, _OPEN, _LONG, _LONG_OPEN = 0, 1, 2, 3  # _OPEN: the last line, without a 
 _Special = tuple[bytes, int, int]  # a line that is not an ordinary one: (bytes, taken, kind)
 
 
-def line_runs(read: Callable[[int], bytes]) -> Iterator[list[bytes] | _Special]:
+def line_runs(read: Callable[[int], bytes], sep: bytes = b"\n") -> Iterator[list[bytes] | _Special]:
     """Physical lines of a byte stream: runs of ordinary lines (each without its newline), and
     special lines as (bytes, bytes taken, kind). A line longer than MAX_LINE_BYTES comes as its
     first PREVIEW_BYTES (kind _LONG) and is read past without being held; the last line, when
-    it has no newline, comes as _OPEN (or _LONG_OPEN)."""
+    it has no newline, comes as _OPEN (or _LONG_OPEN). ``sep`` is the newline: LF, or CR for a
+    file with CR line endings."""
     tail = b""
     long_size = -1  # >= 0: inside an over-long line, its bytes so far
     preview = b""
@@ -102,7 +109,7 @@ def line_runs(read: Callable[[int], bytes]) -> Iterator[list[bytes] | _Special]:
         if not chunk:
             break
         if long_size >= 0:
-            i = chunk.find(b"\n")
+            i = chunk.find(sep)
             if i < 0:
                 long_size += len(chunk)
                 continue
@@ -111,7 +118,7 @@ def line_runs(read: Callable[[int], bytes]) -> Iterator[list[bytes] | _Special]:
             chunk = chunk[i + 1 :]
         if tail:
             chunk = tail + chunk
-        parts = chunk.split(b"\n")
+        parts = chunk.split(sep)
         tail = parts.pop()
         if len(chunk) > MAX_LINE_BYTES:  # only a long line makes a chunk this big
             for p in parts:
@@ -129,9 +136,9 @@ def line_runs(read: Callable[[int], bytes]) -> Iterator[list[bytes] | _Special]:
         yield tail, len(tail), _OPEN
 
 
-def split_lines(read: Callable[[int], bytes]) -> Iterator[_Special]:
+def split_lines(read: Callable[[int], bytes], sep: bytes = b"\n") -> Iterator[_Special]:
     """Every physical line as (bytes without the newline, bytes taken, kind): see line_runs."""
-    for run in line_runs(read):
+    for run in line_runs(read, sep):
         if isinstance(run, list):
             for p in run:
                 yield p, len(p) + 1, _LINE
@@ -319,6 +326,7 @@ class FileState:
     replace: ReplaceMark | None = None  # --replace in progress for this file
     settled: bool = False
     done: bool = False
+    cr: bool = False  # CR line endings (a CSV file holding no LF)
     # gzip: the compressed file's fingerprints, and the verified decompressed prefix
     head: str = ""
     near: str = ""
@@ -342,6 +350,8 @@ class FileState:
         elif fd is not None:
             n = min(FINGERPRINT_BYTES, self.offset)
             pos.update(head=_fp_at(fd, 0, n), near=_fp_at(fd, self.offset - n, n))
+        if self.cr:
+            pos["eol"] = "cr"
         if self.open_line:
             pos["open"] = True
         if self.tail:
@@ -462,9 +472,9 @@ class _CsvFramer:
             return None
         kind = first[4]
         if kind == _LONG:
-            return F_BAD, [first], _too_long(first[3])
+            return F_BAD, [first], _cr_note(first[2], "csv") + _too_long(first[3])
         if kind == _LONG_OPEN:
-            return F_TORN, [first], _too_long(first[3])
+            return F_TORN, [first], _cr_note(first[2], "csv") + _too_long(first[3])
         data = first[2]
         if not data.strip(self._blank):
             return (F_BLANK if kind == _LINE else F_TORN), [first], None
@@ -506,6 +516,9 @@ class _CsvFramer:
                     f"quoted field does not close within {CSV_MAX_RECORD_LINES} lines or "
                     f"{CSV_MAX_RECORD_BYTES:,} bytes"
                 )
+            elif "new-line character seen in unquoted field" in str(e):  # a bare CR
+                text = b"\n".join(p[2].rstrip(b"\r") for p in lines) + b"\n"  # CRLF's CRs out
+                reason = _cr_note(text, "csv").rstrip("; ") or f"malformed CSV: {e}"
             else:
                 reason = f"malformed CSV: {e}"
             if fd.eof:
@@ -745,6 +758,8 @@ class FileSource:
             what = "replaced or rewritten" if gz else "truncated or replaced"
             logger.warning("%s: file was %s; reading it from the start", path, what)
         stream: Stream = _GzipStream(fh, scan.verified) if scan is not None else _PlainStream(fh)
+        if self.config.file_format(path) == "csv":
+            self._line_ends(fs, pos, stream)
         out = _Out(self, fs, stream, -1 if gz else fd)
         out.withdraw = withdraw
         final = scan is None or (scan.error is None and not scan.truncated)
@@ -771,6 +786,24 @@ class FileSource:
                 fs.done = False
         yield out.batch()
         return fs
+
+    def _line_ends(self, fs: FileState, pos: dict[str, Any], stream: Stream) -> None:
+        """CR line endings for a CSV file: decided when it is read from its start and has
+        settled (it holds a CR and no LF at all — a file still being written may yet show an
+        LF), then kept from its checkpoint while no LF appears; an LF read from the start."""
+        if fs.offset > 0:
+            if pos.get("eol") != "cr":
+                return
+            lf, _ = _line_end_bytes(stream, fs.offset)
+            if not lf:
+                fs.cr = True
+                return
+            logger.warning("%s: LF line ends after CR ones; reading it from the start", fs.path)
+            fs.offset = fs.line = fs.filtered = 0
+            fs.open_line = False
+        if fs.settled:
+            lf, cr = _line_end_bytes(stream, 0)
+            fs.cr = cr and not lf
 
     # -- JSONL -------------------------------------------------------------------------------
 
@@ -815,7 +848,7 @@ class FileSource:
             if kind == _LONG:
                 cont = False
                 line, off, taken = no, off + size, taken + 1
-                reason = _too_long(size)
+                reason = _cr_note(data, "jsonl") + _too_long(size)
                 records.append(RawRecord(data, f"{path}:{no}", error=reason))
                 if len(records) >= batch_size:
                     fs.line, fs.offset, fs.open_line = line, off, False
@@ -844,6 +877,7 @@ class FileSource:
                         reason += "not a JSON object"
                     except orjson.JSONDecodeError as e:
                         reason += f"malformed JSON: {e}"
+                reason = _cr_note(raw, "jsonl") + reason
                 records.append(RawRecord(raw, ref, error=reason))
                 fs.tail = self._tail(ref, raw, size, stream, off)
                 taken += 1
@@ -875,7 +909,8 @@ class FileSource:
         path, delim = fs.path, self.config.delimiter
         fs.done = False
         stream.seek(0)
-        fr = _CsvFramer(split_lines(stream.read), delim, 0, 0)
+        sep = b"\r" if fs.cr else b"\n"
+        fr = _CsvFramer(split_lines(stream.read, sep), delim, 0, 0)
         header: list[str] | None = None
         bad_header: str | None = None
         while True:  # blank lines, then the header record
@@ -920,7 +955,7 @@ class FileSource:
             return
         assert header is not None
         stream.seek(fs.offset)
-        fr = _CsvFramer(split_lines(stream.read), delim, fs.offset, fs.line)
+        fr = _CsvFramer(split_lines(stream.read, sep), delim, fs.offset, fs.line)
         fr.width = ncol = len(header)
         records = out.records
         batch_size = self.batch_size
@@ -1003,7 +1038,7 @@ class FileSource:
         path, line, off = fs.path, fs.line, fs.offset
         records = out.records
         reason = f"no usable CSV header (the header: {why})"
-        for data, size, kind in split_lines(stream.read):
+        for data, size, kind in split_lines(stream.read, b"\r" if fs.cr else b"\n"):
             no = line + 1
             if kind in (_OPEN, _LONG_OPEN):  # left unread when the stream is not the file's end
                 if final and not fs.settled:
@@ -1028,6 +1063,31 @@ class FileSource:
         else:
             fs.done = True
         fs.line, fs.offset = line, off
+
+
+def _line_end_bytes(stream: Stream, start: int) -> tuple[bool, bool]:
+    """(an LF, a CR) in the stream from ``start``; stops at the first LF."""
+    stream.seek(start)
+    cr = False
+    while chunk := stream.read(SNIFF_CHUNK):
+        if b"\n" in chunk:
+            return True, cr or b"\r" in chunk
+        cr = cr or b"\r" in chunk
+    return False, cr
+
+
+def _cr_note(data: bytes, fmt: str) -> str:
+    """The opening of a reason for a line holding CRs that are no line ends here (CR-only line
+    endings, classic Mac): "CR line endings: …; ", or "" when it holds none."""
+    n = data.rstrip(b"\r").count(b"\r")  # (a CRLF line's own CR is not one)
+    if not n:
+        return ""
+    where = (
+        "JSONL lines must end with LF or CRLF"
+        if fmt == "jsonl"
+        else "a CSV file is read with CR line endings only when it holds no LF at all"
+    )
+    return f"CR line endings: the line holds {n:,} CR without LF ({where}); "
 
 
 def _too_long(size: int) -> str:

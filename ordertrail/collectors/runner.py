@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -13,20 +12,31 @@ from typing import Any
 from ordertrail.collectors.base import RawBatch, Source
 from ordertrail.collectors.file import FileSource, quarantine_digest
 from ordertrail.collectors.mapping import Mapper
+from ordertrail.collectors.reasons import TOP_REASONS, ReasonCount, ReasonTally
 from ordertrail.errors import ConfigError
 from ordertrail.schemas.config import Config, SourceConfig
 from ordertrail.schemas.event import QuarantineRecord
 from ordertrail.store import Store, Supersede, WriteResult
-from ordertrail.store.writer import now_us
+from ordertrail.store.writer import Checkpoint, now_us
 
 logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int], None]
 
+# A run that took fewer records than this is judged against ``max_quarantine`` together with
+# the source's records before it (see :class:`QuarantineWindow`).
+QUARANTINE_MIN_RECORDS = 20
+WINDOW_KEY = "quarantine_window"  # in the source checkpoint: [records taken, quarantined]
+
 
 @dataclass
 class IngestReport:
-    """What one source's ingest did. records = stored + redelivered + quarantined + filtered."""
+    """What one source's ingest did. records = stored + redelivered + quarantined + filtered.
+
+    ``tally`` counts every record this run sent to quarantine (``rejected``: new rows and rows
+    an earlier, interrupted read already stored) by reason, with the field path and the first
+    record's ``source_ref``; records are never copied into the report.
+    """
 
     source: str
     records: int = 0
@@ -38,7 +48,7 @@ class IngestReport:
     files: int = 0
     pending_lines: int = 0
     seconds: float = 0.0
-    reasons: dict[str, int] = field(default_factory=dict)
+    tally: ReasonTally = field(default_factory=lambda: ReasonTally(keep_raw=False))
     rejected: int = 0  # records mapped to quarantine, whether or not an earlier run stored them
     not_order_spans: int | None = None  # otlp: spans naming no order and no object
     # file sources: blank lines counted, files skipped as unreadable (path, why), quarantine
@@ -48,13 +58,53 @@ class IngestReport:
     withdrawn: int = 0
     replaced: int = 0
     removed: int = 0
+    max_quarantine: float | None = None  # the source's, when known
+    # what the share is judged over: (records taken, quarantined) — this run's, or with the
+    # source's records before it for a small run (see QuarantineWindow); None: this run's
+    window: tuple[float, float] | None = None
+
+    @property
+    def taken(self) -> int:
+        """Records the source took: read and not filtered."""
+        return self.records - self.filtered
+
+    @property
+    def reasons(self) -> dict[str, int]:
+        """Reason (its field path kept, the record's values left out) -> records, most first."""
+        return self.tally.counts()
+
+    def top_reasons(self, n: int | None = TOP_REASONS) -> list[ReasonCount]:
+        """The most frequent quarantine reasons, each with its field path and an example."""
+        return self.tally.top(n)
 
     def quarantine_share(self) -> float:
         """The share of the records the source took (not filtered) that went to quarantine."""
-        taken = self.records - self.filtered
+        taken = self.taken
         return self.rejected / taken if taken > 0 else 0.0
 
+    def judged_on(self) -> tuple[float, float]:
+        """(records, quarantined) the ``max_quarantine`` share is judged over; nothing when
+        this run took no record (it is not judged)."""
+        if self.taken <= 0:
+            return 0.0, 0.0
+        return self.window or (float(self.taken), float(self.rejected))
+
+    def judged_share(self) -> float:
+        """The share held against ``max_quarantine``; 0 when this run took no record."""
+        records, bad = self.judged_on()
+        return bad / records if records > 0 else 0.0
+
+    def widened(self) -> bool:
+        """Whether the share was judged over more records than this run took."""
+        return round(self.judged_on()[0]) > self.taken
+
+    @property
+    def over_max_quarantine(self) -> bool:
+        mq = self.max_quarantine
+        return mq is not None and self.judged_share() > mq
+
     def as_dict(self) -> dict[str, object]:
+        top = self.top_reasons()
         out: dict[str, object] = {
             "source": self.source,
             "records": self.records,
@@ -65,6 +115,13 @@ class IngestReport:
             "files": self.files,
             "pending_lines": self.pending_lines,
             "seconds": round(self.seconds, 3),
+            "rejected": self.rejected,
+            "quarantine_share": round(self.judged_share(), 4),
+            "quarantine_judged_on": round(self.judged_on()[0]),
+            "max_quarantine": self.max_quarantine,
+            "over_max_quarantine": self.over_max_quarantine,
+            "reasons": [r.as_dict() for r in top],
+            "other_reasons": self.tally.total - sum(r.count for r in top),
         }
         if self.not_order_spans is not None:
             out["not_order_spans"] = self.not_order_spans
@@ -75,14 +132,6 @@ class IngestReport:
             out["removed"] = self.removed
             out["unreadable"] = [{"path": p, "reason": r} for p, r in self.unreadable or ()]
         return out
-
-
-_DETAIL = re.compile(r"""\s*('[^']*'|"[^"]*"|\(.*\)|:.*$)""")
-
-
-def reason_category(reason: str) -> str:
-    """A quarantine reason without its particulars, for counting: 'malformed JSON'."""
-    return _DETAIL.sub("", reason).strip() or reason
 
 
 def map_batch(
@@ -127,8 +176,7 @@ def record_write(
     report.replaced += res.replaced
     report.removed += res.removed
     for q in bad:
-        key = reason_category(q.reason)
-        report.reasons[key] = report.reasons.get(key, 0) + 1
+        report.tally.add(q.reason, q.source_ref)
     if batch.records:
         report.batches += 1
 
@@ -153,16 +201,57 @@ class FilteredCounts:
             c.position["filtered"] = int(c.position["filtered"]) + n
 
 
+class QuarantineWindow:
+    """What a run's ``max_quarantine`` share is judged over.
+
+    A run that took at least :data:`QUARANTINE_MIN_RECORDS` records is judged on its own. A
+    smaller one is judged over the source's last :data:`QUARANTINE_MIN_RECORDS` records: its
+    own plus, pro rata, those of the window before it, which the source's checkpoint keeps (as
+    ``[records, quarantined]``, written in the transaction of the run's last batch). So one torn
+    last line quarantined after a clean run does not fail the next run, while a source whose
+    every record is wrong fails however few records it has (there is nothing before them).
+    """
+
+    def __init__(self, before: tuple[float, float] | None = None):
+        self.before = before
+
+    @classmethod
+    def from_checkpoint(cls, cp: Checkpoint | None) -> QuarantineWindow:
+        w = cp.position.get(WINDOW_KEY) if cp is not None else None
+        if isinstance(w, list) and len(w) == 2 and all(isinstance(x, int | float) for x in w):
+            return cls((float(w[0]), float(w[1])))
+        return cls()
+
+    def over(self, taken: int, rejected: int) -> tuple[float, float]:
+        """(records, quarantined) to judge a run that took ``taken`` records over."""
+        b = self.before
+        if taken >= QUARANTINE_MIN_RECORDS or b is None or b[0] <= 0:
+            return float(taken), float(rejected)
+        f = min(1.0, (QUARANTINE_MIN_RECORDS - taken) / b[0])
+        return taken + b[0] * f, rejected + b[1] * f
+
+    def stamp(self, batch: RawBatch, taken: int, rejected: int) -> None:
+        """Keep the window in the source's own checkpoint, when the batch writes it."""
+        for c in batch.checkpoints:
+            if c.key == "":
+                records, bad = self.over(taken, rejected)
+                c.position[WINDOW_KEY] = [round(records, 3), round(bad, 3)]
+
+
 def store_batch(
     store: Store,
     mapper: Mapper,
     batch: RawBatch,
     report: IngestReport,
     counts: FilteredCounts | None = None,
+    window: QuarantineWindow | None = None,
 ) -> WriteResult:
     """Map one batch and store it with its checkpoints in one transaction."""
     rows, bad, filtered = map_batch(mapper, batch)
     (counts or FilteredCounts()).apply(batch, len(filtered))
+    if window is not None:
+        taken = report.taken + len(batch.records) - len(filtered)
+        window.stamp(batch, taken, report.rejected + len(bad))
     res = store.write_batch(
         quarantined=bad,
         checkpoints=batch.checkpoints,
@@ -197,10 +286,13 @@ def run_source(
     report = IngestReport(source.name)
     t0 = time.perf_counter()
     counts = FilteredCounts()
-    for batch in source.batches(store.checkpoints(source.name)):
-        store_batch(store, mapper, batch, report, counts)
+    checkpoints = store.checkpoints(source.name)
+    window = QuarantineWindow.from_checkpoint(checkpoints.get(""))
+    for batch in source.batches(checkpoints):
+        store_batch(store, mapper, batch, report, counts, window)
         if on_progress and batch.progress:
             on_progress(batch.progress)
+    report.window = window.over(report.taken, report.rejected)
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -246,6 +338,7 @@ def ingest_file_source(
         files = [p for p in fsrc.paths() if os.path.isfile(fsrc.full(p))]
         store.begin_replace(source.name, files)
     report = run_source(store, mapper, fsrc, on_progress)
+    report.max_quarantine = source.max_quarantine
     report.files = fsrc.files_read
     report.pending_lines = fsrc.pending_lines
     report.blank_lines = fsrc.blank_lines
@@ -253,3 +346,26 @@ def ingest_file_source(
     if not fsrc.paths():
         logger.warning("source %s: no file matches %s", source.name, source.path)
     return report
+
+
+def prune_after_ingest(
+    store: Store, config: Config, progress: Callable[[int, int, str], None] | None = None
+) -> Any:
+    """``[store] prune_after_ingest``: once ingest is done, prune what is older than the
+    retention (a :class:`~ordertrail.store.retention.PruneResult`); None when not configured,
+    or when another prune is running (it does the work)."""
+    if not (config.prune_after_ingest and config.retention):
+        return None
+    from ordertrail.store.retention import PruneBusy, prune
+
+    now = now_us()
+    try:
+        return prune(
+            store.engine,
+            now - config.retention,
+            keep_after=now - config.pipeline.lookback,
+            progress=progress,
+        )
+    except PruneBusy as e:
+        logger.warning("not pruning after ingest: %s", e)
+        return None

@@ -79,6 +79,14 @@ class QuarantineRecord:
     raw: str
     received_at: int = 0
 
+    def __post_init__(self) -> None:
+        # PostgreSQL's text cannot hold NUL: one in a quarantined record would fail every later
+        # write of its source, so it is kept as U+FFFD (the digest is of the stored text)
+        for f in ("source_ref", "reason", "raw"):
+            v = getattr(self, f)
+            if "\x00" in v:
+                setattr(self, f, v.replace("\x00", "\ufffd"))
+
     @property
     def digest(self) -> str:
         return hashlib.blake2b(
