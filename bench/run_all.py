@@ -27,6 +27,7 @@ def main() -> None:
         ("reconcile", ["--orders", "100000", "1000000", "3000000"]),
         ("kafka", ["--events", "1000000"]),
         ("lookup", ["--orders", "2100000"]),
+        ("serve", ["--orders", "1000000"]),
     ]
     for name, args in runs:
         print(f"== bench.{name} {' '.join(args)}", flush=True)

@@ -1242,3 +1242,4 @@ def main(argv: list[str] | None = None) -> None:
 from ordertrail.cli import backup as _backup  # noqa: E402,F401  (registers the commands)
 from ordertrail.cli import check as _check  # noqa: E402,F401  (registers the command)
 from ordertrail.cli import quarantine as _quarantine  # noqa: E402,F401  (registers the command)
+from ordertrail.cli import serve as _serve  # noqa: E402,F401  (registers the command)

@@ -159,6 +159,7 @@ def reconcile(
     ``shard`` are reported when it is given. ``workers`` is accepted for compatibility.
     """
     t_start = time.perf_counter()
+    started_at = time.time_ns() // 1000  # the runs table records the whole run's span
     as_of = as_of if as_of is not None else time.time_ns() // 1000
     hi = as_of
     lo = as_of - config.pipeline.lookback
@@ -230,7 +231,9 @@ def reconcile(
         if s_ == "in_flight" and j
     ]
     with store.engine.begin() as conn:
-        run_id = runs.start_run(conn, as_of, mode, shard_label, config.fingerprint, max_seq)
+        run_id = runs.start_run(
+            conn, as_of, mode, shard_label, config.fingerprint, max_seq, started_at
+        )
         runs.update_findings(conn, run_id, findings, in_scope, present)
         runs.replace_pending(conn, run_id, _bucket_sql(shard), None, pending)
         out = runs.read_findings(conn, run_id, in_scope if shard is not None else None)

@@ -20,11 +20,13 @@ STORED = ["since", "detail", "objects", "evidence"]
 
 
 def start_run(
-    conn: Connection, as_of: int, mode: str, shard: str, config_hash: str, max_seq: int
-) -> int:
+    conn: Connection, as_of: int, mode: str, shard: str, config_hash: str, max_seq: int,
+    started_at: int | None = None,
+) -> int:  # fmt: skip
     res = conn.execute(
         t.runs.insert().values(
-            started_at=now_us(), as_of=as_of, mode=mode, shard=shard, config_hash=config_hash,
+            started_at=started_at or now_us(),
+            as_of=as_of, mode=mode, shard=shard, config_hash=config_hash,
             max_ingest_seq=max_seq, orders=0, events=0, summary="{}", status="running",
         ).returning(t.runs.c.id)
     )  # fmt: skip

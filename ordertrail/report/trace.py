@@ -9,14 +9,14 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
 from ordertrail.reconcile.backend import ProbeProgress, SqlBackend
 from ordertrail.reconcile.engine import evaluate, finish_findings, judge_times
-from ordertrail.reconcile.plan import compile_plan
+from ordertrail.reconcile.plan import Plan, compile_plan
 from ordertrail.reconcile.rules import Context, expectations
 from ordertrail.report.redact import redact_attributes, redact_finding
 from ordertrail.schemas.config import Config
@@ -142,23 +142,38 @@ def resolve_id(
 
 
 def build_trails(
-    store: Store, config: Config, ident: str, as_of: int, *, redact: bool = False
-) -> list[Trail]:
+    store: Store, config: Config, ident: str, as_of: int, *, redact: bool = False,
+    shared: Shared | None = None,
+) -> list[Trail]:  # fmt: skip
     """The trail of every order ``ident`` names (an order id or any object id)."""
     orders, by = resolve_id(store, config, ident, as_of)
     if not orders and by is None:
         raise UnknownOrder(ident, closest_ids(store, ident))
     if not orders:
         return [_unlinked_trail(store, config, ident, by or ident, as_of, redact)]
-    trails = [build_trail(store, config, o, as_of, redact=redact) for o in orders]
+    trails = [build_trail(store, config, o, as_of, redact=redact, shared=shared) for o in orders]
     for t in trails:
         t.looked_up = by
     return trails
 
 
+class Shared(Protocol):
+    """What a long-running caller (``serve``) may share between trails instead of reading it
+    from the store for each one: both are about the whole window, not the order."""
+
+    def last(self, plan: Plan, lo: int, hi: int) -> dict[str, float | None]:
+        """The latest completed or failed event per hop in the window."""
+        ...
+
+    def progress(self, backend: SqlBackend, plan: Plan, lo: int, hi: int) -> Any:
+        """The vanished-vs-stalled evidence provider (see ProbeProgress)."""
+        ...
+
+
 def build_trail(
-    store: Store, config: Config, order_id: str, as_of: int, *, redact: bool = False
-) -> Trail:
+    store: Store, config: Config, order_id: str, as_of: int, *, redact: bool = False,
+    shared: Shared | None = None,
+) -> Trail:  # fmt: skip
     """One order's trail, judged as of ``as_of`` by the engine's rules over this order alone."""
     plan = compile_plan(config)
     backend = SqlBackend(store)
@@ -171,11 +186,16 @@ def build_trail(
     if not len(loaded.data):
         raise UnknownOrder(order_id, closest_ids(store, order_id))
     judge = judge_times(config, as_of, store.watermarks())
-    with store.engine.connect() as conn:
-        last = {h: float(v) for h, v in w.last_activity(conn, plan.names, lo, as_of).items()}
+    if shared is not None:
+        last: dict[str, float | None] = shared.last(plan, lo, as_of)
+        progress = shared.progress(backend, plan, lo, as_of)
+    else:
+        with store.engine.connect() as conn:
+            last = {h: float(v) for h, v in w.last_activity(conn, plan.names, lo, as_of).items()}
+        progress = ProbeProgress(backend, plan, lo, as_of)
     st, cls = evaluate(
         plan, loaded, as_of, judge, window_start=as_of - config.pipeline.lookback,
-        chosen=[order_id], backend=backend, progress=ProbeProgress(backend, plan, lo, as_of),
+        chosen=[order_id], backend=backend, progress=progress,
         last={h: last.get(h) for h in plan.names},
     )  # fmt: skip
     findings = finish_findings(cls.findings, st, backend)

@@ -175,3 +175,25 @@ incidents = Table(
     Column("detail", Text, nullable=False, default=""),
     Index("ix_incidents_run", "run_id"),
 )
+
+# the outbox of [[notify]] targets: one row per (target, event, key) so each is sent once;
+# pending rows are retried with backoff until the receiver takes them
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("id", SeqType, primary_key=True, autoincrement=True),
+    Column("target", Text, nullable=False),  # the [[notify]] name
+    Column("event", Text, nullable=False),  # incident_started | incident_ended | new_findings
+    Column("key", Text, nullable=False),  # what it is about: an incident's start, a run + kind
+    Column("subject", Text, nullable=False),  # incident "shard|kind|hop", or a finding kind
+    Column("run_id", Integer, nullable=False),  # the run that produced it
+    Column("payload", Text, nullable=False),  # JSON: the event as it is sent
+    Column("status", Text, nullable=False),  # pending | sent | skipped (not subscribed)
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("created_at", BigInteger, nullable=False),
+    Column("next_attempt_at", BigInteger, nullable=False),
+    Column("sent_at", BigInteger),
+    Column("last_error", Text, nullable=False, server_default=""),
+    UniqueConstraint("target", "event", "key", name="uq_notifications_identity"),
+    Index("ix_notifications_status", "status", "target", "next_attempt_at"),
+)
