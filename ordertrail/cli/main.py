@@ -190,10 +190,12 @@ def ingest(
         _ingest_one(store, cfg, s, batch_size, from_start=from_start, replace=replace)
         for s in chosen
     ]
+    pruned = _prune_after_ingest(store, cfg)  # [store] prune_after_ingest
     if fmt == "json":
-        print_json({"sources": [r.as_dict() for r in reports]})
+        print_json({"sources": [r.as_dict() for r in reports], **pruned.json()})
     else:
         print_ingest_summary(reports)
+        pruned.print()
     over = [over_max_quarantine(r) for r in reports if r.over_max_quarantine]
     unreadable = [(r.source, p, why) for r in reports for p, why in r.unreadable or ()]
     if unreadable:
@@ -207,6 +209,12 @@ def ingest(
         )
     if over:
         raise CliError("; ".join(over), 4)
+
+
+def _prune_after_ingest(store: Any, cfg: Any) -> Any:
+    from ordertrail.cli.prune import after_ingest
+
+    return after_ingest(store, cfg)
 
 
 def _ingest_one(
@@ -1241,5 +1249,6 @@ def main(argv: list[str] | None = None) -> None:
 
 from ordertrail.cli import backup as _backup  # noqa: E402,F401  (registers the commands)
 from ordertrail.cli import check as _check  # noqa: E402,F401  (registers the command)
+from ordertrail.cli import prune as _prune  # noqa: E402,F401  (registers the command)
 from ordertrail.cli import quarantine as _quarantine  # noqa: E402,F401  (registers the command)
 from ordertrail.cli import serve as _serve  # noqa: E402,F401  (registers the command)

@@ -18,7 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ordertrail.errors import ConfigError
-from ordertrail.schemas.durations import parse_duration
+from ordertrail.schemas.durations import format_duration, parse_duration
 
 ENV_DB_URL = "ORDERTRAIL_DB_URL"
 ENV_CONFIG = "ORDERTRAIL_CONFIG"
@@ -28,7 +28,7 @@ SOURCE_KINDS = ("file", "kafka", "otlp")
 FILE_FORMATS = ("jsonl", "csv")
 
 _TOP_KEYS = {"store", "pipeline", "objects", "hops", "checks", "sources", "notify"}
-_STORE_KEYS = {"url"}
+_STORE_KEYS = {"url", "retention", "prune_after_ingest"}
 _PIPELINE_KEYS = {"name", "clock_skew", "lookback", "timezone", "personal", "searchable"}
 _HOP_KEYS = {
     "name",
@@ -227,6 +227,8 @@ class Config:
     path: str | None = None
     objects: tuple[ObjectKind, ...] = ()
     notify: tuple[NotifyTarget, ...] = ()  # [[notify]]: webhooks told after reconcile runs
+    retention: int | None = None  # [store] retention (µs): what `ordertrail prune` keeps
+    prune_after_ingest: bool = False  # [store] prune_after_ingest: prune when ingest ends
 
     # -- hop graph ---------------------------------------------------------------------------
     @property
@@ -519,6 +521,16 @@ def parse_config(data: Mapping[str, Any], path: str | None = None) -> Config:
     )
     if settings.lookback <= 0:
         raise pr.fail("lookback", "must be longer than zero")
+    retention = sr.duration("retention")
+    if retention is not None and retention < settings.lookback:
+        raise sr.fail(
+            "retention",
+            f"must be at least the pipeline's lookback ({format_duration(settings.lookback)}), "
+            f"not {format_duration(retention)}",
+        )
+    prune_after_ingest = sr.flag("prune_after_ingest")
+    if prune_after_ingest and retention is None:
+        raise sr.fail("prune_after_ingest", "needs [store] retention")
 
     objects = _parse_objects(_tables(data, "objects", path), path)
     hops = _parse_hops(_tables(data, "hops", path), path, [o.name for o in objects])
@@ -530,7 +542,7 @@ def parse_config(data: Mapping[str, Any], path: str | None = None) -> Config:
     notify = _parse_notify(_tables(data, "notify", path), path)
     return Config(
         settings, tuple(hops), tuple(checks), tuple(sources), store_url, path, tuple(objects),
-        tuple(notify),
+        tuple(notify), retention, prune_after_ingest,
     )  # fmt: skip
 
 

@@ -8,6 +8,8 @@ EXAMPLE_CONFIG = """\
 
 [store]
 url = "sqlite:///ordertrail.db"        # ORDERTRAIL_DB_URL or --db override; postgresql+psycopg://… for PostgreSQL
+# retention = "90d"                    # `ordertrail prune` removes what is older (at least the lookback)
+# prune_after_ingest = true            # ... and `ordertrail ingest` prunes when it is done
 
 [pipeline]
 name = "web-orders"

@@ -70,6 +70,7 @@ links = Table(
     Column("event_id", Text, nullable=False),
     PrimaryKeyConstraint("kind", "object_id", "link_kind", "link_id", name="pk_links"),
     Index("ix_links_target", "link_kind", "link_id"),
+    Index("ix_links_occurred", "occurred_at"),
 )
 
 # which events name an object (kind, id): trace and partial loads find them without a scan
@@ -94,6 +95,18 @@ quarantine = Table(
     Column("digest", Text, nullable=False),
     Column("received_at", BigInteger, nullable=False),
     UniqueConstraint("source", "source_ref", "digest", name="uq_quarantine_record"),
+    Index("ix_quarantine_received", "received_at"),
+)
+
+# PostgreSQL only (migration 0006): the (source, event_id) identity of events, which are
+# partitioned by month there (a partitioned table's unique constraints must hold the partition
+# key); filled by the insert path, kept in step by triggers on events (store/retention.py)
+event_ids = Table(
+    "event_ids",
+    metadata,
+    Column("source", Text, nullable=False),
+    Column("event_id", Text, nullable=False),
+    PrimaryKeyConstraint("source", "event_id", name="pk_event_ids"),
 )
 
 checkpoints = Table(

@@ -189,22 +189,43 @@ def _insert_events_postgresql(conn: Connection, rows: list[tuple[Any, ...]]) -> 
     conn.exec_driver_sql(_PG_STAGE)
     import psycopg
 
+    from ordertrail.store.retention import ensure_partitions, events_partitioned
+
+    partitioned = events_partitioned(conn)
+    if partitioned:
+        ensure_partitions(conn, (r[_T] for r in rows))
     raw = conn.connection.driver_connection
     assert raw is not None
     cols = ", ".join(EVENT_COLUMNS)
     try:
-        return _copy_insert(raw, cols, rows)
+        return _copy_insert(raw, cols, rows, partitioned)
     except psycopg.Error as e:
         raise StoreError(f"store write failed: {str(e).strip().splitlines()[0]}") from e
 
 
-def _copy_insert(raw: Any, cols: str, rows: list[tuple[Any, ...]]) -> int:
+# partitioned events (PostgreSQL, 0006): the identity is claimed in event_ids first (in a fixed
+# order, so concurrent writers wait for each other instead of deadlocking); only the records
+# whose identity was new are stored, the first of a batch's duplicates
+_PG_INSERT_PARTITIONED = (
+    "WITH new AS (INSERT INTO event_ids (source, event_id) SELECT source, event_id FROM _ot_stage "
+    "ORDER BY source, event_id ON CONFLICT DO NOTHING RETURNING source, event_id) "
+    "INSERT INTO events ({cols}) SELECT {cols} FROM (SELECT DISTINCT ON (s.source, s.event_id) "
+    "s.* FROM _ot_stage s JOIN new n ON n.source = s.source AND n.event_id = s.event_id "
+    "ORDER BY s.source, s.event_id, s.pos) x ORDER BY pos"
+)
+
+
+def _copy_insert(
+    raw: Any, cols: str, rows: list[tuple[Any, ...]], partitioned: bool = False
+) -> int:
     with raw.cursor() as cur:
         with cur.copy(f"COPY _ot_stage (pos, {cols}) FROM STDIN") as cp:
             for i, r in enumerate(rows):
                 cp.write_row((i, *r))
         cur.execute(
-            f"INSERT INTO events ({cols}) SELECT {cols} FROM _ot_stage ORDER BY pos "
+            _PG_INSERT_PARTITIONED.format(cols=cols)
+            if partitioned
+            else f"INSERT INTO events ({cols}) SELECT {cols} FROM _ot_stage ORDER BY pos "
             "ON CONFLICT (source, event_id) DO NOTHING"
         )
         n = cur.rowcount
