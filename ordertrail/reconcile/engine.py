@@ -10,16 +10,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from ordertrail.errors import ConfigError
 from ordertrail.reconcile import runs
-from ordertrail.reconcile.backend import Loaded, SqlBackend, state_of
-from ordertrail.reconcile.classify import Classification, classify, last_activity
+from ordertrail.reconcile.backend import SqlBackend
+from ordertrail.reconcile.classify import PartResult, finish, judge_part
+from ordertrail.reconcile.columnar import WindowDB
+from ordertrail.reconcile.evidence import EdgeProgress
 from ordertrail.reconcile.plan import Plan, compile_plan
 from ordertrail.reconcile.render import render_detail, when
 from ordertrail.reconcile.rules import KINDS, Context, iso
-from ordertrail.reconcile.state import State, first_values, value_map
 from ordertrail.schemas.config import Config
 from ordertrail.schemas.durations import format_duration
 from ordertrail.schemas.event import us_to_iso
@@ -83,54 +85,115 @@ def in_part(bucket: int, shard: Part | None) -> bool:
     return shard is None or shard[1] <= 1 or bucket % shard[1] == shard[0]
 
 
+@dataclass
+class Evaluation:
+    """The one engine's answer for a window (or chosen orders): findings, and per part the
+    orders with their states; ``contexts`` only when asked for (trace, report)."""
+
+    findings: pd.DataFrame
+    parts: list[PartResult]
+    contexts: list[Context]
+    last_activity: dict[str, float | None]
+
+    @property
+    def order_ids(self) -> npt.NDArray[np.object_]:
+        return _cat([p.order_ids for p in self.parts], object)
+
+    @property
+    def state(self) -> npt.NDArray[np.object_]:
+        return _cat([p.state for p in self.parts], object)
+
+    @property
+    def judged(self) -> npt.NDArray[np.bool_]:
+        return _cat([p.judged for p in self.parts], bool)
+
+    @property
+    def next_due(self) -> npt.NDArray[np.float64]:
+        return _cat([p.next_due for p in self.parts], np.float64)
+
+    @property
+    def waiting(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for p in self.parts:
+            for k, v in p.waiting.items():
+                out[k] = out.get(k, 0) + v
+        return out
+
+
+def db_population(db: WindowDB) -> Callable[[int], EdgeProgress]:
+    """Each requirement's population over every part, from the window's DuckDB."""
+    cache: dict[int, EdgeProgress] = {}
+
+    def get(req: int) -> EdgeProgress:
+        if req not in cache:
+            cache.clear()  # one edge's points at a time
+            cache[req] = EdgeProgress(*db.points(req))
+        return cache[req]
+
+    return get
+
+
+def _cat(arrs: list[Any], dtype: Any) -> Any:
+    return np.concatenate(arrs) if arrs else np.empty(0, dtype=dtype)
+
+
 def evaluate(
     plan: Plan,
-    loaded: Loaded,
+    db: WindowDB,
     as_of: int,
     judge: dict[str, float],
     *,
     window_start: int | None,
     chosen: list[str] | None = None,
     backend: SqlBackend | None = None,
-    progress: Any = None,
+    progress: Callable[[int], Any] | None = None,
     last: dict[str, float | None] | None = None,
-    on_rule: Callable[[str, int, int], None] | None = None,
-) -> tuple[State, Classification]:
-    """Build the state and run every rule: the one engine, for a window or chosen orders."""
-    st = state_of(plan, loaded, chosen)
-    ctx = Context(
-        st,
-        as_of,
-        {plan.hx[h]: v for h, v in judge.items() if h in plan.hx},
-        window_start=window_start,
-        progress=progress,
-        event_keys=backend.event_keys if backend else None,
-        started_before=(
-            (lambda ids: backend.started_before(ids, window_start))
-            if backend is not None and window_start is not None
-            else None
-        ),
-    )
-    ctx.last_activity = last if last is not None else last_activity(ctx)
-    uniq = {k: value_map(v) for k, v in loaded.unique_values.items()}
-    checks = [
-        first_values(st, av, [plan.hx[h] for h in chk.hops])
-        for chk, av in zip(plan.config.checks, loaded.check_values, strict=True)
-    ]
-    return st, classify(ctx, unique_values=uniq, check_values=checks, on_rule=on_rule)
+    on_part: Callable[[int, int], None] | None = None,
+    keep_contexts: bool = False,
+) -> Evaluation:
+    """Every rule over the window staged in ``db``, one hash part of the orders at a time; then
+    vanished vs stalled over every part (from ``progress`` when given: a probe for chosen
+    orders). The one engine, for a window or chosen orders."""
+    judge_ix = {plan.hx[h]: v for h, v in judge.items() if h in plan.hx}
+    last = last if last is not None else db.last_activity()
+    parts: list[PartResult] = []
+    contexts: list[Context] = []
+    for p in range(db.n_parts):
+        if on_part is not None:
+            on_part(p, db.n_parts)
+        st, facts = db.part_state(p, chosen)
+        ctx = Context(
+            st, as_of, judge_ix, window_start=window_start, facts=facts,
+            event_keys=backend.event_keys if backend else None,
+            started_before=(
+                (lambda ids: backend.started_before(ids, window_start))
+                if backend is not None and window_start is not None
+                else None
+            ),
+        )  # fmt: skip
+        ctx.last_activity = last
+        part = judge_part(ctx)
+        if progress is None:  # the populations wait in DuckDB, not here
+            db.add_points(part.points)
+            part.points = {}
+        parts.append(part)
+        if keep_contexts:
+            contexts.append(ctx)
+    findings = finish(parts, progress or db_population(db), last)
+    return Evaluation(findings, parts, contexts, last)
 
 
-def finish_findings(findings: pd.DataFrame, st: State, backend: SqlBackend | None) -> pd.DataFrame:
+def finish_findings(findings: pd.DataFrame, backend: SqlBackend | None) -> pd.DataFrame:
     """Evidence of the order's last event, then the detail rendered from the evidence."""
     if findings.empty:
         return findings.assign(detail=pd.Series(dtype=object))
-    o = findings["o"].to_numpy(dtype=np.int64)
-    seqs = [int(st.last_seq[i]) for i in o if i >= 0 and st.last_seq[i] >= 0]
+    last = findings["last_seq"].to_numpy(dtype=np.int64)
+    seqs = sorted({int(x) for x in last if x >= 0})
     details = backend.event_details(seqs) if backend and seqs else {}
     evs = []
-    for i, ev in zip(o, findings["evidence"], strict=True):
+    for i, ev in zip(last, findings["evidence"], strict=True):
         ev = dict(ev)
-        d = details.get(int(st.last_seq[i])) if i >= 0 else None
+        d = details.get(int(i)) if i >= 0 else None
         if d:
             ev["last_event"] = {**d, "at": us_to_iso(d["at"])}
         evs.append(ev)
@@ -183,15 +246,20 @@ def reconcile(
             progress(name, int(pct), 100)
 
     stage("reading the window", 0)
-    loaded = backend.load(plan, lo, hi)
-    stage("resolving orders and objects", 35)
-    st, cls = evaluate(
-        plan, loaded, as_of, judge, window_start=lo, backend=backend,
-        on_rule=lambda k, i, n: stage(f"rule {k}", 50 + 40 * i / n),
-    )  # fmt: skip
+    with backend.window(plan, lo, hi, memory=config.engine.memory) as db:
+        stage("resolving orders and objects", 30)
+        db.resolve(config.engine.part_orders)
+        ev = evaluate(
+            plan, db, as_of, judge, window_start=lo, backend=backend,
+            on_part=lambda p, n: stage(f"part {p + 1} of {n}", 40 + 50 * p / n),
+        )  # fmt: skip
+        n_events = db.event_count()
+        present_objects = db.present_objects()
+        unlinked = db.unlinked_count()
     stage("evidence", 90)
-    findings = finish_findings(cls.findings, st, backend)
+    findings = finish_findings(ev.findings, backend)
     stage("writing the run", 95)
+    order_ids, states = ev.order_ids, ev.state
 
     def bucket_of(order_id: str, obj: str) -> int:
         return order_bucket(order_id or obj)
@@ -209,8 +277,7 @@ def reconcile(
 
     if shard is not None and len(findings):
         findings = findings[in_scope(findings)]
-    present_orders = set(st.order_ids.tolist())
-    present_objects = set(loaded.data.obj_names[np.unique(loaded.data.m_obj)].tolist())
+    present_orders = set(order_ids.tolist())
 
     def present(df: pd.DataFrame) -> np.ndarray:
         return np.array(
@@ -220,13 +287,13 @@ def reconcile(
         )  # fmt: skip
 
     judged = (
-        np.array([in_part(order_bucket(o), shard) for o in st.order_ids], dtype=bool)
+        np.array([in_part(order_bucket(o), shard) for o in order_ids], dtype=bool)
         if shard
-        else np.ones(len(st), dtype=bool)
+        else np.ones(len(order_ids), dtype=bool)
     )
     pending = [
         (o, None if np.isnan(d) else int(d))
-        for o, s_, d, j in zip(st.order_ids, cls.state, cls.next_due, judged, strict=True)
+        for o, s_, d, j in zip(order_ids, states, ev.next_due, judged, strict=True)
         if s_ == "in_flight" and j
     ]
     with store.engine.begin() as conn:
@@ -234,16 +301,15 @@ def reconcile(
         runs.update_findings(conn, run_id, findings, in_scope, present)
         runs.replace_pending(conn, run_id, _bucket_sql(shard), None, pending)
         out = runs.read_findings(conn, run_id, in_scope if shard is not None else None)
-        incidents = _incidents(config, out, cls, watermarks, as_of)
+        incidents = _incidents(config, out, ev, ev.last_activity, watermarks, as_of)
         runs.write_incidents(conn, run_id, incidents)
         active = out[out["status"].isin(runs.ACTIVE)]
         summary = {k: int(v) for k, v in active["kind"].value_counts().items()}
         summary = {k: summary[k] for k in KINDS if k in summary}
         n_orders = int(judged.sum())
-        unlinked = int(st.unlinked["obj"].nunique()) if len(st.unlinked) else 0
-        runs.finish_run(conn, run_id, n_orders, len(loaded.data), summary, unlinked)
+        runs.finish_run(conn, run_id, n_orders, n_events, summary, unlinked)
     stage("done", 100)
-    states = pd.Series(cls.state[judged]).value_counts().to_dict() if len(cls.state) else {}
+    state_counts = pd.Series(states[judged]).value_counts().to_dict() if len(states) else {}
     by_hop: dict[str, dict[str, int]] = {}
     for (h, k), v in active.groupby(["hop", "kind"]).size().items():
         by_hop.setdefault(str(h), {})[str(k)] = int(v)
@@ -254,7 +320,7 @@ def reconcile(
         "mode": mode,
         "shard": shard_label or None,
         "orders": n_orders,
-        "events": len(loaded.data),
+        "events": n_events,
         "findings": len(active),
         "resolved": int((out["status"] == "resolved").sum()),
         "expired": int((out["status"] == "expired").sum()),
@@ -262,18 +328,19 @@ def reconcile(
         "seconds": round(time.perf_counter() - t_start, 3),
         "pipeline": config.pipeline.name,
     }
-    run["notes"] = _notes(store, config, loaded, lo, as_of)
+    run["notes"] = _notes(store, config, n_events, lo, as_of)
     findings_out = [runs.finding_dict(r, us_to_iso) for r in out.itertuples(index=False)]
     return RunResult(
-        run, summary, findings_out, incidents, by_hop, {str(k): int(v) for k, v in states.items()}
-    )
+        run, summary, findings_out, incidents, by_hop,
+        {str(k): int(v) for k, v in state_counts.items()},
+    )  # fmt: skip
 
 
-def _notes(store: Store, config: Config, loaded: Loaded, lo: int, as_of: int) -> list[str]:
+def _notes(store: Store, config: Config, n_events: int, lo: int, as_of: int) -> list[str]:
     """What a reader must know to trust "no findings": an empty window, a source that never
     matched a file or was never read."""
     notes = []
-    if not len(loaded.data):
+    if not n_events:
         notes.append(
             f"no event between {us_to_iso(lo)} and {us_to_iso(as_of)}: nothing was judged "
             "(is this the right store, and were the sources ingested?)"
@@ -295,15 +362,15 @@ def _bucket_sql(shard: Part | None) -> str | None:
 
 
 def _incidents(
-    config: Config, findings: pd.DataFrame, cls: Classification, watermarks: dict[str, int | None],
-    as_of: int,
+    config: Config, findings: pd.DataFrame, ev: Evaluation,
+    last_activity: dict[str, float | None], watermarks: dict[str, int | None], as_of: int,
 ) -> list[dict[str, Any]]:  # fmt: skip
     out: list[dict[str, Any]] = []
     active = findings[findings["status"].isin(runs.ACTIVE)]
     stalled = active[active["kind"] == "stalled"]
     for hop, grp in stalled.groupby("hop", sort=True):
         oldest = int(grp["since"].min())
-        acts = [cls.last_activity.get(m) for m in str(hop).split("|")]
+        acts = [last_activity.get(m) for m in str(hop).split("|")]
         known = [x for x in acts if x is not None and not np.isnan(x)]
         last = max(known) if known else None
         since = int(last) if last is not None and last < oldest else oldest
@@ -324,7 +391,7 @@ def _incidents(
         if wm is not None and wm >= as_of - skew:
             continue
         hops = [s.hop] if s.hop else list(config.hop_names)
-        n = sum(v for h, v in cls.waiting.items() if any(x in hops for x in h.split("|")))
+        n = sum(v for h, v in ev.waiting.items() if any(x in hops for x in h.split("|")))
         if n == 0 and wm is not None:
             continue
         behind = (

@@ -18,7 +18,7 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -66,11 +66,29 @@ class Reader:
 
     def tables(self, sqls: Sequence[str]) -> list[pa.Table]:
         """The result of each query, in order."""
+        out: list[pa.Table] = []
+        self.stream(sqls, lambda i, reader: out.append(reader.read_all()))
+        return out
+
+    def stream(self, sqls: Sequence[str], consume: Callable[[int, Any], None]) -> None:
+        """Hand each query's rows to ``consume(i, reader)`` as a RecordBatchReader, in order,
+        batch by batch — a window of any size never sits whole in this process."""
         if self.mode == "sqlite-process":
-            return _read_in_process(self.db, list(sqls))
-        if self.mode == "adbc":
-            return [_adbc_query(self._pg, s) for s in sqls]
-        return [_dbapi_query(self.engine, s) for s in sqls]
+            _stream_in_process(self.db, list(sqls), consume)
+        elif self.mode == "adbc":
+            for i, sql in enumerate(sqls):
+                cur = self._pg.cursor()
+                try:
+                    cur.execute(sql)
+                    consume(i, cur.fetch_record_batch())
+                finally:
+                    cur.close()
+        else:
+            for i, sql in enumerate(sqls):
+                consume(
+                    i,
+                    pa.RecordBatchReader.from_batches(*_as_batches(_dbapi_query(self.engine, sql))),
+                )
 
     def close(self) -> None:
         if self._pg is not None:
@@ -128,7 +146,11 @@ def _die_with_parent() -> None:
         pass
 
 
-def _read_in_process(db: str, sqls: list[str]) -> list[pa.Table]:
+def _as_batches(tb: pa.Table) -> tuple[Any, list[Any]]:
+    return tb.schema, tb.to_batches()
+
+
+def _stream_in_process(db: str, sqls: list[str], consume: Callable[[int, Any], None]) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "ordertrail.store.arrow"],
         stdin=subprocess.PIPE,
@@ -140,20 +162,22 @@ def _read_in_process(db: str, sqls: list[str]) -> list[pa.Table]:
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     proc.stdin.write(orjson.dumps({"db": db, "sqls": sqls}))
     proc.stdin.close()
-    out: list[pa.Table] = []
+    done = 0
     try:
-        for _ in sqls:
-            out.append(pa.ipc.open_stream(proc.stdout).read_all())
-    except pa.ArrowInvalid:
+        for i in range(len(sqls)):
+            consume(i, pa.ipc.open_stream(proc.stdout))
+            done += 1
+    except (pa.ArrowInvalid, OSError):
         pass
+    finally:
+        proc.stdout.close()
     err = proc.stderr.read().decode("utf-8", "replace").strip()
     code = proc.wait()
-    if code != 0 or len(out) != len(sqls):
+    if code != 0 or done != len(sqls):
         from ordertrail.errors import StoreError
 
         last = err.splitlines()[-1] if err else f"exit status {code}"
         raise StoreError(f"cannot read the store {db}: {last}")
-    return out
 
 
 def _serve() -> None:
@@ -165,9 +189,15 @@ def _serve() -> None:
     try:
         out = sys.stdout.buffer
         for sql in req["sqls"]:
-            tb = _adbc_query(conn, sql)
-            with pa.ipc.new_stream(out, tb.schema) as w:
-                w.write_table(tb)
+            cur = conn.cursor()
+            try:
+                cur.execute(sql)
+                reader = cur.fetch_record_batch()
+                with pa.ipc.new_stream(out, reader.schema) as w:
+                    for batch in reader:
+                        w.write_batch(batch)
+            finally:
+                cur.close()
             out.flush()
     finally:
         conn.close()
