@@ -8,6 +8,8 @@ and evidence. The one-order view used by ``trace`` is the same backend with chos
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -30,6 +32,7 @@ class Backend(Protocol):
     def window(
         self, plan: Plan, lo: int, hi: int, *, orders: Sequence[str] | None = None,
         objects: Sequence[tuple[str, str]] | None = None, memory: str | None = None,
+        max_seq: int | None = None,
     ) -> WindowDB: ...  # fmt: skip
 
     def event_keys(self, seqs: Sequence[int]) -> tuple[list[str], list[str]]: ...
@@ -48,10 +51,13 @@ class SqlBackend:
     def window(
         self, plan: Plan, lo: int, hi: int, *, orders: Sequence[str] | None = None,
         objects: Sequence[tuple[str, str]] | None = None, memory: str | None = None,
+        max_seq: int | None = None,
     ) -> WindowDB:  # fmt: skip
         """The window ``lo < t <= hi`` (or the part of it about chosen orders and objects),
         staged in DuckDB."""
-        return load_db(self, plan, lo, hi, orders=orders, objects=objects, memory=memory)
+        return load_db(
+            self, plan, lo, hi, orders=orders, objects=objects, memory=memory, max_seq=max_seq
+        )
 
     def event_keys(self, seqs: Sequence[int]) -> tuple[list[str], list[str]]:
         with self.store.engine.connect() as conn:
@@ -102,12 +108,15 @@ def load_db(
     orders: Sequence[str] | None = None,
     objects: Sequence[tuple[str, str]] | None = None,
     memory: str | None = None,
+    max_seq: int | None = None,
 ) -> WindowDB:
-    """The window (or the part of it about chosen orders and objects) staged in DuckDB."""
+    """The window (or the part of it about chosen orders and objects) staged in DuckDB: events
+    stored up to ``max_seq`` (default: all stored now)."""
     store = backend.store
     d = store.dialect
     chosen = orders is not None or objects is not None
     total = 0
+    stored = 0
     db = WindowDB(plan, memory=memory)
     try:
         with store.engine.connect() as conn:
@@ -121,7 +130,7 @@ def load_db(
                 seqs: list[int] | None = chosen_tables[0].column("seq").to_pylist()
             else:
                 total = w.count_window(conn, lo, hi)
-                stored = store.max_ingest_seq()
+                stored = store.max_ingest_seq() if max_seq is None else max_seq
                 scan = total * 3 > stored  # most events are in the window: scan, not the index
                 seqs = None
         queries = _attr_queries(plan, d, lo, hi, seqs, scan)
@@ -129,19 +138,46 @@ def load_db(
         if chosen:
             for name, tb in zip(("ev", "me", "li"), chosen_tables, strict=True):
                 db.insert(name, tb)
-        sqls = [] if chosen else w.window_tables(d, plan.names, lo, hi, scan)
-        targets = [] if chosen else ["ev", "me", "li"]
+        workers = _readers()
+        sqls: list[str] = []
+        targets: list[str] = []
+        if not chosen:
+            evs, links = w.window_tables(d, lo, hi, scan, stored, workers)
+            sqls += [*evs, links]
+            targets += ["*ev"] * len(evs) + ["li"]
         for key, q in queries:
             if q is not None:
                 sqls.append(q)
                 targets.append(db.attr_tables[key])
-        with Reader(store.engine, 0 if chosen else total) as reader:
-            reader.stream(sqls, lambda i, src: db.insert(targets[i], src))
+        cursors: dict[int, Any] = {}
+        lock = threading.Lock()
+
+        def consume(i: int, src: Any) -> None:
+            tid = threading.get_ident()
+            with lock:
+                if tid not in cursors:
+                    cursors[tid] = db.cursor()
+            if targets[i] == "*ev":
+                db.insert_stored(src, cursors[tid])
+            else:
+                db.insert(targets[i], src, cursors[tid])
+
+        try:
+            with Reader(store.engine, 0 if chosen else total) as reader:
+                reader.stream(sqls, consume, workers)
+        finally:
+            for cur in cursors.values():
+                cur.close()
         db.loaded()
     except BaseException:
         db.close()
         raise
     return db
+
+
+def _readers() -> int:
+    """Readers working at once on a window: one per core, at most four."""
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 def _typed_window(ev: Any, me: Any, li: Any) -> tuple[Any, Any, Any]:

@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import tempfile
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -25,6 +26,7 @@ import pyarrow as pa
 
 from ordertrail.reconcile.plan import Plan
 from ordertrail.reconcile.state import COMPLETED, FAILED, MISSING, State, Units
+from ordertrail.store.window import PHASE_CODES
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +79,8 @@ class WindowDB:
 
     # -- loading -------------------------------------------------------------------------------
     _SCHEMAS: ClassVar[dict[str, str]] = {
-        "ev": "seq BIGINT, order_id VARCHAR, hop INTEGER, phase INTEGER, t BIGINT",
+        "ev": "seq BIGINT, order_id VARCHAR, hop INTEGER, phase INTEGER, t BIGINT, "
+        "objects VARCHAR",
         "me": "seq BIGINT, obj VARCHAR",
         "li": "obj VARCHAR, other VARCHAR, order_id VARCHAR",
     }
@@ -91,20 +94,49 @@ class WindowDB:
             self.con.execute(f"CREATE OR REPLACE TABLE av{k} ({self._ATTR})")
             self.attr_tables[key] = f"av{k}"
 
-    def insert(self, table: str, src: Any) -> None:
+    def insert(self, table: str, src: Any, con: Any = None) -> None:
         """Rows from an Arrow table or RecordBatchReader, batch by batch (DuckDB spills to disk
-        past its memory budget)."""
-        self.con.register("_src", src)
+        past its memory budget). ``con``: a cursor of this database, for a reader thread."""
+        con = con or self.con
+        cols = "(seq, order_id, hop, phase, t)" if table == "ev" else ""
+        name = f"_src{threading.get_ident()}"
+        con.register(name, src)
         try:
-            self.con.execute(f"INSERT INTO {table} SELECT * FROM _src")
+            con.execute(f"INSERT INTO {table} {cols} SELECT * FROM {name}")
         finally:
-            self.con.unregister("_src")
+            con.unregister(name)
+
+    def insert_stored(self, src: Any, con: Any = None) -> None:
+        """Events as the store holds them (hop and phase as text, objects as JSON text): hops
+        and phases become the plan's codes here, in bulk."""
+        con = con or self.con
+        hop = " ".join(f"WHEN {_q(h)} THEN {i}" for i, h in enumerate(self.plan.names))
+        phase = " ".join(f"WHEN {_q(p)} THEN {c}" for p, c in PHASE_CODES.items())
+        name = f"_src{threading.get_ident()}"
+        con.register(name, src)
+        try:
+            con.execute(
+                f"INSERT INTO ev SELECT seq, order_id, CASE hop {hop} ELSE -1 END, "
+                f"CASE phase {phase} ELSE 0 END, t, objects FROM {name}"
+            )
+        finally:
+            con.unregister(name)
+
+    def cursor(self) -> Any:
+        return self.con.cursor()
 
     def loaded(self) -> None:
-        """After the inserts: events at no hop of the pipeline go; ``unique_by`` values get a
-        comparable key (7 and 7.0 agree; "7" and true do not)."""
+        """After the inserts: the objects each event names (from its stored JSON) become rows
+        of ``me``; events at no hop of the pipeline go; ``unique_by`` values get a comparable
+        key (7 and 7.0 agree; "7" and true do not)."""
         c = self.con
+        c.execute(
+            "INSERT INTO me SELECT e.seq, k.key || ':' || (v.value ->> '$') FROM ev e, "
+            "json_each(e.objects) k, json_each(k.value) v "
+            "WHERE e.objects IS NOT NULL AND e.objects <> ''"
+        )
         c.execute("DELETE FROM ev WHERE hop < 0")
+        c.execute("ALTER TABLE ev DROP COLUMN objects")
         for (role, _), tbl in self.attr_tables.items():
             if role == "unique":
                 c.execute(
@@ -136,19 +168,33 @@ class WindowDB:
                 f"AND split_part(l.other, ':', 1) = {_q(via)}"
             )
         c.execute("CREATE OR REPLACE TABLE oo AS SELECT DISTINCT obj, order_id FROM oo")
+        # events -> orders: an event's own order, and the orders of the objects it names (only
+        # where that is another order, so no global DISTINCT is needed)
         c.execute(
             "CREATE OR REPLACE TABLE mem AS "
             "SELECT seq, order_id FROM ev WHERE order_id <> '' "
-            "UNION SELECT m.seq, oo.order_id FROM me m JOIN oo USING (obj) "
-            "JOIN ev e USING (seq)"
+            "UNION ALL SELECT DISTINCT m.seq, oo.order_id FROM me m JOIN oo USING (obj) "
+            "JOIN ev e USING (seq) WHERE oo.order_id <> e.order_id"
         )
-        n = int(c.execute("SELECT count(DISTINCT order_id) FROM mem").fetchone()[0])  # type: ignore[index]
+        c.execute("CREATE OR REPLACE TABLE ord AS SELECT DISTINCT order_id FROM mem")
+        n = int(c.execute("SELECT count(*) FROM ord").fetchone()[0])  # type: ignore[index]
         per = part_orders or DEFAULT_PART_ORDERS
         self.n_parts = max(1, math.ceil(n / per))
+        if self.n_parts == 1:
+            # one part: nothing to cluster, the part's queries read the window as it is
+            c.execute("CREATE OR REPLACE TABLE ord AS SELECT order_id, 0 AS part FROM ord")
+            c.execute(
+                "CREATE OR REPLACE VIEW emp AS SELECT 0 AS part, m.order_id, e.seq, e.hop, "
+                "e.phase, e.t FROM mem m JOIN ev e ON e.seq = m.seq"
+            )
+            c.execute(
+                "CREATE OR REPLACE VIEW memp AS SELECT x.part, x.order_id, x.seq, me.obj, x.hop, "
+                "x.phase, x.t FROM me JOIN emp x USING (seq)"
+            )
+            return n
         c.execute(
             "CREATE OR REPLACE TABLE ord AS SELECT order_id, "
-            f"(hash(order_id) % {self.n_parts})::INTEGER AS part "
-            "FROM (SELECT DISTINCT order_id FROM mem)"
+            f"(hash(order_id) % {self.n_parts})::INTEGER AS part FROM ord"
         )
         # each event with each order it belongs to, stored by part: a part's queries read only
         # its own row groups (zone maps), never the whole window again

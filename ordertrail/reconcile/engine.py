@@ -246,7 +246,7 @@ def reconcile(
             progress(name, int(pct), 100)
 
     stage("reading the window", 0)
-    with backend.window(plan, lo, hi, memory=config.engine.memory) as db:
+    with backend.window(plan, lo, hi, memory=config.engine.memory, max_seq=max_seq) as db:
         stage("resolving orders and objects", 30)
         db.resolve(config.engine.part_orders)
         ev = evaluate(

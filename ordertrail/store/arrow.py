@@ -14,6 +14,7 @@ store, a driver that is not installed) rows come through the DBAPI cursor instea
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import subprocess
@@ -56,10 +57,9 @@ class Reader:
             import adbc_driver_postgresql.dbapi as pg_adbc
 
             plain = make_url(url.render_as_string(hide_password=False)).set(drivername="postgresql")
+            self._pg_url = plain.render_as_string(hide_password=False)
             try:
-                self._pg = pg_adbc.connect(
-                    plain.render_as_string(hide_password=False), autocommit=True
-                )
+                self._pg = pg_adbc.connect(self._pg_url, autocommit=True)
                 self.mode = "adbc"
             except Exception as e:  # a driver that cannot connect: the DBAPI cursor still can
                 logger.debug("no ADBC connection (%s); reading through the DBAPI cursor", e)
@@ -70,23 +70,53 @@ class Reader:
         self.stream(sqls, lambda i, reader: out.append(reader.read_all()))
         return out
 
-    def stream(self, sqls: Sequence[str], consume: Callable[[int, Any], None]) -> None:
-        """Hand each query's rows to ``consume(i, reader)`` as a RecordBatchReader, in order,
-        batch by batch — a window of any size never sits whole in this process."""
+    def stream(
+        self, sqls: Sequence[str], consume: Callable[[int, Any], None], workers: int = 1
+    ) -> None:
+        """Hand each query's rows to ``consume(i, reader)`` as a RecordBatchReader, batch by
+        batch — a window of any size never sits whole in this process. With ``workers`` > 1
+        the queries are shared among that many readers running at once (``consume`` is then
+        called from several threads)."""
+        sqls = list(sqls)
+        workers = max(1, min(workers, len(sqls)))
+        if workers == 1 or self.mode == "dbapi":
+            self._stream(sqls, list(range(len(sqls))), consume, own=False)
+            return
+        import concurrent.futures
+
+        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+            jobs = [
+                pool.submit(self._stream, sqls[j::workers],
+                            list(range(len(sqls)))[j::workers], consume, True)
+                for j in range(workers)
+            ]  # fmt: skip
+            for job in jobs:
+                job.result()
+
+    def _stream(
+        self, sqls: list[str], index: list[int], consume: Callable[[int, Any], None], own: bool
+    ) -> None:
         if self.mode == "sqlite-process":
-            _stream_in_process(self.db, list(sqls), consume)
+            _stream_in_process(self.db, sqls, lambda i, r: consume(index[i], r))
         elif self.mode == "adbc":
-            for i, sql in enumerate(sqls):
-                cur = self._pg.cursor()
-                try:
-                    cur.execute(sql)
-                    consume(i, cur.fetch_record_batch())
-                finally:
-                    cur.close()
+            import adbc_driver_postgresql.dbapi as pg_adbc
+
+            conn = pg_adbc.connect(self._pg_url, autocommit=True) if own else self._pg
+            try:
+                for i, sql in enumerate(sqls):
+                    cur = conn.cursor()
+                    try:
+                        cur.execute(sql)
+                        consume(index[i], cur.fetch_record_batch())
+                    finally:
+                        cur.close()
+            finally:
+                if own:
+                    conn.close()
         else:
             for i, sql in enumerate(sqls):
                 consume(
-                    i,
+                    index[i],
                     pa.RecordBatchReader.from_batches(*_as_batches(_dbapi_query(self.engine, sql))),
                 )
 
@@ -191,6 +221,9 @@ def _serve() -> None:
         for sql in req["sqls"]:
             cur = conn.cursor()
             try:
+                # big batches: the default 1,024 rows makes IPC and DuckDB's inserts dominate
+                with contextlib.suppress(Exception):
+                    cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": "65536"})
                 cur.execute(sql)
                 reader = cur.fetch_record_batch()
                 with pa.ipc.new_stream(out, reader.schema) as w:

@@ -63,27 +63,18 @@ def _concat(dialect: str, *parts: str) -> str:
     return " || ".join(parts) if dialect == "sqlite" else "CONCAT(" + ", ".join(parts) + ")"
 
 
-def events_sql(dialect: str, hops: Sequence[str], lo: int, hi: int, scan: bool) -> str:
+def events_sql(
+    dialect: str, lo: int, hi: int, scan: bool, seqs: tuple[int, int] | None = None
+) -> str:
+    """The window's events as stored: hop and phase as text (the engine codes them), the
+    objects they name as JSON text. ``seqs`` = (after, up to) bounds ``ingest_seq``, so that
+    parallel readers each take a slice and none sees rows stored after the run began."""
+    where = _time_filter(dialect, scan, lo, hi)
+    if seqs is not None:
+        where += f" AND e.ingest_seq > {int(seqs[0])} AND e.ingest_seq <= {int(seqs[1])}"
     return (
-        f"SELECT e.ingest_seq AS seq, e.order_id AS order_id, {_hop_case(hops, 'e.hop')} AS hop, "
-        f"{_phase_case('e.phase')} AS phase, e.occurred_at AS t FROM events e "
-        f"WHERE {_time_filter(dialect, scan, lo, hi)}"
-    )
-
-
-def mentions_sql(dialect: str, lo: int, hi: int, scan: bool) -> str:
-    sep = _quote(OBJ_SEP)
-    if dialect == "postgresql":
-        return (
-            f"SELECT e.ingest_seq AS seq, {_concat(dialect, 'k.key', sep, 'v.value')} AS obj "
-            "FROM events e CROSS JOIN LATERAL jsonb_each(e.objects::jsonb) k "
-            "CROSS JOIN LATERAL jsonb_array_elements_text(k.value) v "
-            f"WHERE e.objects <> '' AND {_time_filter(dialect, scan, lo, hi)}"
-        )
-    return (
-        f"SELECT e.ingest_seq AS seq, {_concat(dialect, 'k.key', sep, 'v.value')} AS obj "
-        "FROM events e, json_each(e.objects) k, json_each(k.value) v "
-        f"WHERE e.objects <> '' AND {_time_filter(dialect, scan, lo, hi)}"
+        "SELECT e.ingest_seq AS seq, e.order_id AS order_id, e.hop AS hop, e.phase AS phase, "
+        f"e.occurred_at AS t, e.objects AS objects FROM events e WHERE {where}"
     )
 
 
@@ -100,11 +91,17 @@ def links_sql(dialect: str, as_of: int) -> str:
     )
 
 
-def window_tables(dialect: str, hops: Sequence[str], lo: int, hi: int, scan: bool) -> list[str]:
-    """The three queries of a window: its events, the objects they name, every link shown by an
-    event at or before ``hi`` (links hold for good)."""
-    return [events_sql(dialect, hops, lo, hi, scan), mentions_sql(dialect, lo, hi, scan),
-            links_sql(dialect, hi)]  # fmt: skip
+def window_tables(
+    dialect: str, lo: int, hi: int, scan: bool, max_seq: int, slices: int = 1
+) -> tuple[list[str], str]:
+    """The queries of a window: its events (in ``slices`` ingest_seq ranges when the window is
+    read by a scan, so that several readers share it) and every link shown by an event at or
+    before ``hi`` (links hold for good)."""
+    n = max(1, slices) if scan else 1
+    bounds = [max_seq * k // n for k in range(n + 1)]
+    bounds[0] = -1
+    evs = [events_sql(dialect, lo, hi, scan, (bounds[k], bounds[k + 1])) for k in range(n)]
+    return evs, links_sql(dialect, hi)
 
 
 def json_text(dialect: str, key: str) -> str:
