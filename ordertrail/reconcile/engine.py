@@ -198,9 +198,10 @@ def finish_findings(findings: pd.DataFrame, backend: SqlBackend | None) -> pd.Da
             ev["last_event"] = {**d, "at": us_to_iso(d["at"])}
         evs.append(ev)
     findings = findings.assign(evidence=evs)
+    cols = [findings[c].tolist() for c in ("kind", "hop", "from_hop", "field", "objects")]
     findings["detail"] = [
-        render_detail(r.kind, r.hop, r.from_hop or None, r.field or None, r.objects, r.evidence)
-        for r in findings.itertuples(index=False)
+        render_detail(k, h, fh or None, fl or None, ob, e)
+        for k, h, fh, fl, ob, e in zip(*cols, evs, strict=True)
     ]
     return findings
 
@@ -329,7 +330,7 @@ def reconcile(
         "pipeline": config.pipeline.name,
     }
     run["notes"] = _notes(store, config, n_events, lo, as_of)
-    findings_out = [runs.finding_dict(r, us_to_iso) for r in out.itertuples(index=False)]
+    findings_out = runs.finding_dicts(out, us_to_iso)
     return RunResult(
         run, summary, findings_out, incidents, by_hop,
         {str(k): int(v) for k, v in state_counts.items()},

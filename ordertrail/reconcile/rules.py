@@ -287,11 +287,19 @@ class EdgeFacts:
     missing_attrs: list[tuple[str, ...]] | None
 
 
+def _const(value: Any, n: int) -> npt.NDArray[np.object_]:
+    """n copies of one value as a read-only view (an object array of a million equal strings
+    costs a million reference counts)."""
+    one = np.empty(1, dtype=object)
+    one[0] = value
+    return np.broadcast_to(one, (n,))
+
+
 def _label_table(plan: Plan, req: Requirement, act: list[B]) -> npt.NDArray[np.object_]:
     """Per order, the hop a finding names: the target, or the group's active members."""
     n = len(act[0]) if act else 0
     if not req.group:
-        return np.full(n, plan.names[req.targets[0]], dtype=object)
+        return _const(plan.names[req.targets[0]], n)
     code = np.zeros(n, dtype=np.int64)
     for i, a in enumerate(act):
         code |= a.astype(np.int64) << i
@@ -626,7 +634,7 @@ def skipped(ctx: Context) -> Rows:
         later, which = ctx.passed(u, g)
         miss = required[uo] & np.isnan(u.reach_first[:, g]) & ~np.isnan(later) & ~ctx.orphan[uo]
         _emit_skip(
-            ctx, rows, u, miss, later, which, np.full(len(u), plan.names[g], dtype=object), ctx.j(g)
+            ctx, rows, u, miss, later, which, _const(plan.names[g], len(u)), ctx.j(g)
         )
     # a group none of whose members was reached, though a later hop was
     for r in plan.requirements:

@@ -4,6 +4,7 @@ the orders still in flight."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -12,11 +13,18 @@ import pandas as pd
 from sqlalchemy import Connection, and_, bindparam, select, text
 
 from ordertrail.store import tables as t
-from ordertrail.store.writer import _dialect_insert, now_us, order_bucket
+from ordertrail.store.bulk import insert_rows
+from ordertrail.store.writer import now_us, order_bucket
 
 ACTIVE = ("new", "open")
 IDENTITY = ["order_id", "object", "kind", "hop", "from_hop", "field"]
 STORED = ["since", "detail", "objects", "evidence"]
+
+
+def _tuples(result: Any) -> list[tuple[Any, ...]]:
+    """Rows as plain tuples: pandas probes each row object for a dtype, and a SQLAlchemy Row
+    answers an unknown attribute with an exception (seconds for 100k rows)."""
+    return [tuple(r) for r in result.fetchall()]
 
 
 def start_run(
@@ -69,9 +77,13 @@ def update_findings(
     or ``expired`` when their order (``present`` is False) left the lookback window."""
     c = t.findings.c
     existing = pd.DataFrame(
-        conn.execute(
-            select(c.order_id, c.object, c.kind, c.hop, c.from_hop, c.field, c.status, c.first_run)
-        ).fetchall(),
+        _tuples(
+            conn.execute(
+                select(
+                    c.order_id, c.object, c.kind, c.hop, c.from_hop, c.field, c.status, c.first_run
+                )
+            )
+        ),
         columns=[*IDENTITY, "status", "first_run"],
     )
     cur = current[[*IDENTITY, *STORED]].copy()
@@ -84,32 +96,18 @@ def update_findings(
         int
     )
     cols = [*IDENTITY, *STORED, "new_status", "first_run"]
+    data = [merged[c].tolist() for c in cols]
     rows = [
-        {"order_id": r[0], "object": r[1], "kind": r[2], "hop": r[3], "from_hop": r[4],
-         "field": r[5], "since": int(r[6]), "detail": r[7], "objects": orjson.dumps(r[8]).decode(),
-         "evidence": orjson.dumps(r[9]).decode(), "status": r[10], "first_run": int(r[11]),
-         "last_run": run_id}
-        for r in merged[cols].itertuples(index=False)
+        (r[0], r[1], r[2], r[3], r[4], r[5], int(r[6]), r[7], orjson.dumps(r[8]).decode(),
+         orjson.dumps(r[9]).decode(), r[10], int(r[11]), run_id)
+        for r in zip(*data, strict=True)
     ]  # fmt: skip
-    if rows:
-        stmt = _dialect_insert(conn, t.findings)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=IDENTITY,
-            set_={
-                k: stmt.excluded[k]
-                for k in (
-                    "since",
-                    "detail",
-                    "objects",
-                    "evidence",
-                    "status",
-                    "first_run",
-                    "last_run",
-                )
-            },
-        )
-        for k in range(0, len(rows), 5000):
-            conn.execute(stmt, rows[k : k + 5000])
+    insert_rows(
+        conn, "findings",
+        [*IDENTITY, "since", "detail", "objects", "evidence", "status", "first_run", "last_run"],
+        rows, conflict=IDENTITY,
+        update=["since", "detail", "objects", "evidence", "status", "first_run", "last_run"],
+    )  # fmt: skip
     active = existing[existing["status"].isin(ACTIVE)]
     if len(active):
         gone = active.merge(cur[IDENTITY], on=IDENTITY, how="left", indicator=True)
@@ -142,7 +140,7 @@ def read_findings(
         (c.status.in_(ACTIVE)) | (c.status.in_(("resolved", "expired")) & (c.last_run == run_id))
     )  # fmt: skip
     df = pd.DataFrame(
-        conn.execute(q).fetchall(),
+        _tuples(conn.execute(q)),
         columns=[*IDENTITY, "since", "detail", "objects", "evidence", "status", "first_run"],
     )
     if in_scope is not None and len(df):
@@ -182,14 +180,10 @@ def replace_pending(
         conn.execute(text(f"DELETE FROM pending_orders WHERE {scope_sql}"))
     else:
         conn.execute(t.pending_orders.delete())
-    if pending:
-        conn.execute(
-            t.pending_orders.insert(),
-            [
-                {"order_id": o, "order_bucket": order_bucket(o), "due": d, "run_id": run_id}
-                for o, d in pending
-            ],
-        )
+    insert_rows(
+        conn, "pending_orders", ["order_id", "order_bucket", "due", "run_id"],
+        [(o, order_bucket(o), d, run_id) for o, d in pending],
+    )  # fmt: skip
 
 
 def pending_order_ids(conn: Connection) -> list[str]:
@@ -210,6 +204,16 @@ def finding_dict(r: Any, us_to_iso: Callable[[int], str | None]) -> dict[str, An
         "field": r.field or None,
         "evidence": r.evidence if isinstance(r.evidence, dict) else orjson.loads(r.evidence or "{}"),
     }  # fmt: skip
+
+
+def finding_dicts(df: pd.DataFrame, us_to_iso: Callable[[int], str | None]) -> list[dict[str, Any]]:
+    """Stored findings (a frame) in the shape of reconcile's JSON, columns read as plain lists
+    (iterating Arrow-backed columns element by element is slow)."""
+    cols = list(df.columns)
+    rows = zip(*(df[c].tolist() for c in cols), strict=True)
+    return [
+        finding_dict(SimpleNamespace(**dict(zip(cols, r, strict=True))), us_to_iso) for r in rows
+    ]
 
 
 def list_findings(
