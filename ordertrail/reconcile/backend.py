@@ -74,11 +74,12 @@ class SqlBackend:
 
 
 def _attr_queries(
-    plan: Plan, dialect: str, lo: int, hi: int, seqs: list[int] | None, scan: bool
-) -> list[tuple[tuple[str, str], str | None]]:
+    plan: Plan, dialect: str, lo: int, hi: int, seqs: list[int] | None, scan: bool,
+    delta: tuple[int, int, int] | None = None,
+) -> list[tuple[tuple[str, str], str | None]]:  # fmt: skip
     """The attribute queries the rules need: (role, key) -> SQL (None when nothing can match)."""
     cfg = plan.config
-    kw: dict[str, Any] = {"seqs": seqs, "scan": scan}
+    kw: dict[str, Any] = {"seqs": seqs, "scan": scan, "delta": delta}
     out: list[tuple[tuple[str, str], str | None]] = [
         (("when", a), w.attribute_sql(dialect, a, lo, hi, **kw)) for a in plan.condition_attrs
     ]
@@ -173,6 +174,32 @@ def load_db(
         db.close()
         raise
     return db
+
+
+def load_delta(
+    backend: SqlBackend, db: WindowDB, lo: int, hi: int, hi_old: int, seq_old: int, seq: int
+) -> None:
+    """Bring a cached window (``hi_old``, events stored up to ``seq_old``) to ``lo < t <= hi``
+    with the events stored up to ``seq``: read only what changed, then apply it in DuckDB."""
+    store = backend.store
+    d = store.dialect
+    staging = db.begin_delta()
+    sqls = w.delta_events_sqls(d, hi_old, hi, seq_old, seq)
+    targets = ["*evn"] * len(sqls)
+    for key, q in _attr_queries(db.plan, d, lo, hi, None, False, (hi_old, seq_old, seq)):
+        if q is not None:
+            sqls.append(q)
+            targets.append(staging[key])
+
+    def consume(i: int, src: Any) -> None:
+        if targets[i] == "*evn":
+            db.insert_stored(src, table="evn")
+        else:
+            db.insert(targets[i], src)
+
+    with Reader(store.engine, seq - seq_old) as reader:
+        reader.stream(sqls, consume)
+    db.apply_delta(lo)
 
 
 def _readers() -> int:

@@ -21,6 +21,7 @@ from ordertrail.reconcile.rules import (
     PART_RULES,
     Context,
     _moved,
+    edge_point_orders,
     edge_points,
     overdue,
     stalled,
@@ -48,6 +49,7 @@ class PartResult:
     state: npt.NDArray[np.object_]  # per order: complete | in_flight | closed | finding
     next_due: F  # per order: earliest pending deadline (NaN: none)
     waiting: dict[str, int] = field(default_factory=dict)
+    owners: dict[int, npt.NDArray[np.object_]] = field(default_factory=dict)  # points' orders
 
 
 def judge_part(ctx: Context, on_rule: Callable[[str, int, int], None] | None = None) -> PartResult:
@@ -88,7 +90,7 @@ def judge_part(ctx: Context, on_rule: Callable[[str, int, int], None] | None = N
                  np.where(ctx.closed, "closed", np.where(terminal, "complete", "in_flight")))
     ).astype(object)  # fmt: skip
     return PartResult(raw, over, edge_points(ctx), st.order_ids, st.judged, state,
-                      ctx.pending_due, dict(ctx.waiting))  # fmt: skip
+                      ctx.pending_due, dict(ctx.waiting), edge_point_orders(ctx))  # fmt: skip
 
 
 def finish(

@@ -79,8 +79,7 @@ class WindowDB:
 
     # -- loading -------------------------------------------------------------------------------
     _SCHEMAS: ClassVar[dict[str, str]] = {
-        "ev": "seq BIGINT, order_id VARCHAR, hop INTEGER, phase INTEGER, t BIGINT, "
-        "objects VARCHAR",
+        "ev": "seq BIGINT, order_id VARCHAR, hop INTEGER, phase INTEGER, t BIGINT, objects VARCHAR",
         "me": "seq BIGINT, obj VARCHAR",
         "li": "obj VARCHAR, other VARCHAR, order_id VARCHAR",
     }
@@ -106,7 +105,7 @@ class WindowDB:
         finally:
             con.unregister(name)
 
-    def insert_stored(self, src: Any, con: Any = None) -> None:
+    def insert_stored(self, src: Any, con: Any = None, table: str = "ev") -> None:
         """Events as the store holds them (hop and phase as text, objects as JSON text): hops
         and phases become the plan's codes here, in bulk."""
         con = con or self.con
@@ -116,11 +115,19 @@ class WindowDB:
         con.register(name, src)
         try:
             con.execute(
-                f"INSERT INTO ev SELECT seq, order_id, CASE hop {hop} ELSE -1 END, "
+                f"INSERT INTO {table} SELECT seq, order_id, CASE hop {hop} ELSE -1 END, "
                 f"CASE phase {phase} ELSE 0 END, t, objects FROM {name}"
             )
         finally:
             con.unregister(name)
+
+    def _mentions(self, src: str, dst: str, where: str = "TRUE") -> None:
+        """The objects the events of ``src`` name (their stored JSON) as rows of ``dst``."""
+        self.con.execute(
+            f"INSERT INTO {dst} SELECT e.seq, k.key || ':' || (v.value ->> '$') FROM {src} e, "
+            "json_each(e.objects) k, json_each(k.value) v "
+            f"WHERE e.objects IS NOT NULL AND e.objects <> '' AND ({where})"
+        )
 
     def cursor(self) -> Any:
         return self.con.cursor()
@@ -130,24 +137,134 @@ class WindowDB:
         of ``me``; events at no hop of the pipeline go; ``unique_by`` values get a comparable
         key (7 and 7.0 agree; "7" and true do not)."""
         c = self.con
+        self._mentions("ev", "me")
+        # events at no hop of the pipeline go; those naming objects leave their time behind, so
+        # that their mentions can leave the window with them (an incremental run)
         c.execute(
-            "INSERT INTO me SELECT e.seq, k.key || ':' || (v.value ->> '$') FROM ev e, "
-            "json_each(e.objects) k, json_each(k.value) v "
-            "WHERE e.objects IS NOT NULL AND e.objects <> ''"
+            "CREATE OR REPLACE TABLE evx AS SELECT seq, t FROM ev "
+            "WHERE hop < 0 AND objects IS NOT NULL AND objects <> ''"
         )
         c.execute("DELETE FROM ev WHERE hop < 0")
         c.execute("ALTER TABLE ev DROP COLUMN objects")
         for (role, _), tbl in self.attr_tables.items():
             if role == "unique":
-                c.execute(
-                    f"CREATE OR REPLACE TABLE {tbl} AS SELECT *, CASE json_type(v) "
-                    "WHEN 'VARCHAR' THEN 's:' || (v::JSON ->> '$') "
-                    "WHEN 'BOOLEAN' THEN 'b:' || v "
-                    "WHEN 'NULL' THEN NULL "
-                    "WHEN 'OBJECT' THEN 'j:' || v WHEN 'ARRAY' THEN 'j:' || v "
-                    "ELSE 'n:' || CAST(CAST(v AS DOUBLE) AS VARCHAR) END AS vk FROM " + tbl
-                )
-                c.execute(f"DELETE FROM {tbl} WHERE vk IS NULL")
+                c.execute(f"CREATE OR REPLACE TABLE {tbl} AS {_keyed(tbl)}")
+
+    # -- an incremental run: the cache brought up to date ---------------------------------------
+    def begin_delta(self) -> dict[tuple[str, str], str]:
+        """Staging tables for what an incremental run reads: ``evn`` (events as stored) and one
+        per attribute table; returns the attribute staging names."""
+        c = self.con
+        c.execute(f"CREATE OR REPLACE TABLE evn ({self._SCHEMAS['ev']})")
+        out = {}
+        for key, tbl in self.attr_tables.items():
+            c.execute(f"CREATE OR REPLACE TABLE n{tbl} ({self._ATTR})")
+            out[key] = f"n{tbl}"
+        return out
+
+    def apply_delta(self, lo: int) -> None:
+        """The staged events join the window (those after ``lo``; links from all of them),
+        and whatever is at or before ``lo`` leaves it."""
+        c = self.con
+        lo = int(lo)
+        c.execute("CREATE OR REPLACE TEMP TABLE men (seq BIGINT, obj VARCHAR)")
+        self._mentions("evn", "men")
+        c.execute(
+            "CREATE OR REPLACE TEMP TABLE menx AS SELECT m.seq, m.obj, "
+            "split_part(m.obj, ':', 1) AS kind, e.t, e.order_id FROM men m JOIN evn e USING (seq)"
+        )
+        # links hold from the event that shows them, in the window or before it
+        c.execute("INSERT INTO li SELECT DISTINCT obj, '', order_id FROM menx WHERE order_id <> ''")
+        c.execute(
+            "INSERT INTO li SELECT DISTINCT a.obj, b.obj, '' FROM menx a JOIN menx b "
+            "ON a.seq = b.seq AND a.kind <> b.kind"
+        )
+        c.execute(
+            "DELETE FROM me WHERE seq IN (SELECT seq FROM ev WHERE t <= ? "
+            "UNION ALL SELECT seq FROM evx WHERE t <= ?)",
+            [lo, lo],
+        )
+        c.execute("DELETE FROM ev WHERE t <= ?", [lo])
+        c.execute("DELETE FROM evx WHERE t <= ?", [lo])
+        c.execute("INSERT INTO me SELECT seq, obj FROM menx WHERE t > ?", [lo])
+        c.execute(
+            "INSERT INTO evx SELECT seq, t FROM evn WHERE hop < 0 AND t > ? "
+            "AND objects IS NOT NULL AND objects <> ''",
+            [lo],
+        )
+        c.execute(
+            "INSERT INTO ev SELECT seq, order_id, hop, phase, t FROM evn WHERE hop >= 0 AND t > ?",
+            [lo],
+        )
+        for (role, _), tbl in self.attr_tables.items():
+            c.execute(f"DELETE FROM {tbl} WHERE t <= ?", [lo])
+            src = _keyed(f"n{tbl}") if role == "unique" else f"SELECT * FROM n{tbl}"
+            c.execute(f"INSERT INTO {tbl} {src}")
+            c.execute(f"DROP TABLE n{tbl}")
+        c.execute("DROP TABLE evn")
+
+    def membership(self) -> Any:
+        """A copy of events -> orders, to compare after the window changed."""
+        self.con.execute("CREATE OR REPLACE TEMP TABLE mem0 AS SELECT * FROM mem")
+
+    def changed_orders(self) -> list[str]:
+        """Orders whose events (their own or their objects') differ from the copy: events came,
+        left, or links moved objects between orders."""
+        rows = self.con.execute(
+            "SELECT DISTINCT order_id FROM ((SELECT seq, order_id FROM mem EXCEPT "
+            "SELECT seq, order_id FROM mem0) UNION ALL (SELECT seq, order_id FROM mem0 EXCEPT "
+            "SELECT seq, order_id FROM mem))"
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    # -- the cache file -------------------------------------------------------------------------
+    KEPT = ("ev", "me", "li", "evx", "mem", "pop")
+
+    def save(self, path: str, extra: dict[str, Any], meta: dict[str, Any]) -> None:
+        """Write the window and ``extra`` Arrow tables to a DuckDB file at ``path``, replacing
+        it atomically (a crash leaves the old file or none)."""
+        c = self.con
+        tmp = f"{path}.tmp"
+        for p_ in (tmp, f"{tmp}.wal"):
+            if os.path.exists(p_):
+                os.unlink(p_)
+        c.execute(f"CREATE TABLE IF NOT EXISTS pop ({self._POP})")
+        c.execute(f"ATTACH {_q(tmp)} AS k")
+        try:
+            for name in (*self.KEPT, *self.attr_tables.values()):
+                c.execute(f"CREATE TABLE k.{name} AS SELECT * FROM {name}")
+            for name, tb in extra.items():
+                c.register("_x", tb)
+                c.execute(f"CREATE TABLE k.{name} AS SELECT * FROM _x")
+                c.unregister("_x")
+            meta = {**meta, "attr_tables": [[list(k), v] for k, v in self.attr_tables.items()]}
+            c.execute("CREATE TABLE k.meta (v VARCHAR)")
+            c.execute("INSERT INTO k.meta VALUES (?)", [orjson.dumps(meta).decode()])
+        finally:
+            c.execute("DETACH k")
+        os.replace(tmp, path)
+
+    @classmethod
+    def restore(
+        cls, plan: Plan, path: str, extra: Sequence[str], *, memory: str | None = None
+    ) -> tuple[WindowDB, dict[str, Any], dict[str, Any]]:
+        """A WindowDB from a cache file, its meta and the ``extra`` tables (as Arrow)."""
+        db = cls(plan, memory=memory)
+        c = db.con
+        try:
+            c.execute(f"ATTACH {_q(path)} AS k (READ_ONLY)")
+            try:
+                meta = orjson.loads(c.execute("SELECT v FROM k.meta").fetchone()[0])  # type: ignore[index]
+                db.attr_tables = {tuple(k): v for k, v in meta.pop("attr_tables")}
+                for name in (*cls.KEPT, *db.attr_tables.values()):
+                    c.execute(f"CREATE TABLE {name} AS SELECT * FROM k.{name}")
+                got = {name: c.sql(f"SELECT * FROM k.{name}").to_arrow_table() for name in extra}
+            finally:
+                c.execute("DETACH k")
+        except BaseException:
+            db.close()
+            raise
+        return db, meta, got
 
     def resolve(self, part_orders: int | None = None) -> int:
         """Objects -> orders, events -> orders, orders -> parts. Returns the number of orders."""
@@ -210,19 +327,34 @@ class WindowDB:
         return n
 
     # -- one part --------------------------------------------------------------------------
-    def part_state(self, part: int, chosen: Sequence[str] | None = None) -> tuple[State, Facts]:
-        """The state of the orders of one hash part (every order when there is one part)."""
+    def part_state(
+        self, part: int, chosen: Sequence[str] | None = None, orders: Any = None
+    ) -> tuple[State, Facts]:
+        """The state of the orders of one hash part (every order when there is one part), or
+        of the given ``orders`` (an Arrow table with an order_id column: an incremental run's
+        affected orders; part 0 then stands for the window-wide facts)."""
         c = self.con
         plan = self.plan
         n_h = plan.n_hops
-        c.execute(
-            "CREATE OR REPLACE TEMP TABLE po AS SELECT order_id, "
-            "(row_number() OVER (ORDER BY order_id) - 1)::BIGINT AS o "
-            f"FROM ord WHERE part = {int(part)}"
-        )
+        if orders is not None:
+            c.register("_orders", orders)
+            c.execute(
+                "CREATE OR REPLACE TEMP TABLE po AS SELECT order_id, "
+                "(row_number() OVER (ORDER BY order_id) - 1)::BIGINT AS o "
+                "FROM (SELECT DISTINCT order_id FROM _orders) JOIN ord USING (order_id)"
+            )
+            c.unregister("_orders")
+            part_cond = "TRUE"
+        else:
+            c.execute(
+                "CREATE OR REPLACE TEMP TABLE po AS SELECT order_id, "
+                "(row_number() OVER (ORDER BY order_id) - 1)::BIGINT AS o "
+                f"FROM ord WHERE part = {int(part)}"
+            )
+            part_cond = f"x.part = {int(part)}"
         c.execute(
             "CREATE OR REPLACE TEMP TABLE pm AS SELECT x.seq, po.o, x.hop, x.phase, x.t "
-            f"FROM emp x JOIN po USING (order_id) WHERE x.part = {int(part)}"
+            f"FROM emp x JOIN po USING (order_id) WHERE {part_cond}"
         )
         order_ids = _np(
             c.sql("SELECT order_id FROM po ORDER BY o").to_arrow_table(), "order_id", object
@@ -285,7 +417,7 @@ class WindowDB:
             unit_sql[kind] = (
                 f"SELECT {tbl}.u, x.seq, x.hop, x.phase, x.t FROM memp x JOIN po USING (order_id) "
                 f"JOIN {tbl} ON {tbl}.o = po.o AND {tbl}.obj = x.obj "
-                f"WHERE x.part = {int(part)} AND x.hop IN ({hop_list})"
+                f"WHERE {part_cond} AND x.hop IN ({hop_list})"
             )
             ured = c.sql(
                 f"SELECT u AS o, hop, phase, min(t) AS mn, max(t) AS mx FROM ({unit_sql[kind]}) "
@@ -412,20 +544,37 @@ class WindowDB:
         ).to_df()
 
     # -- edge populations (vanished vs stalled) ------------------------------------------------
-    def add_points(self, points: dict[int, tuple[Any, Any]]) -> None:
-        """Keep a part's edge populations: (requirement, time at its source, first reach)."""
+    _POP = "req INTEGER, a DOUBLE, b DOUBLE, order_id VARCHAR"
+
+    def add_points(self, points: dict[int, tuple[Any, Any]], owners: dict[int, Any]) -> None:
+        """Keep a part's edge populations: (requirement, time at its source, first reach, the
+        order of the unit)."""
         c = self.con
-        c.execute("CREATE TABLE IF NOT EXISTS pop (req INTEGER, a DOUBLE, b DOUBLE)")
+        c.execute(f"CREATE TABLE IF NOT EXISTS pop ({self._POP})")
         for req, (a, b) in points.items():
             if len(a):
                 self.insert(
-                    "pop", pa.table({"req": np.full(len(a), req, dtype=np.int32), "a": a, "b": b})
-                )
+                    "pop",
+                    pa.table({"req": np.full(len(a), req, dtype=np.int32), "a": a, "b": b,
+                              "order_id": pa.array(owners[req], type=pa.string())}),
+                )  # fmt: skip
+
+    def drop_points(self, orders: Sequence[str]) -> None:
+        """Forget the populations of these orders (to be judged again)."""
+        c = self.con
+        c.execute(f"CREATE TABLE IF NOT EXISTS pop ({self._POP})")
+        if orders:
+            c.register("_gone", pa.table({"order_id": pa.array(list(orders), type=pa.string())}))
+            c.execute("DELETE FROM pop WHERE order_id IN (SELECT order_id FROM _gone)")
+            c.unregister("_gone")
+
+    def order_ids(self) -> list[str]:
+        return [r[0] for r in self.con.execute("SELECT order_id FROM ord").fetchall()]
 
     def points(self, req: int) -> tuple[Any, Any]:
         """One requirement's population over every part, sorted by its source time."""
         c = self.con
-        c.execute("CREATE TABLE IF NOT EXISTS pop (req INTEGER, a DOUBLE, b DOUBLE)")
+        c.execute(f"CREATE TABLE IF NOT EXISTS pop ({self._POP})")
         tb = c.sql(f"SELECT a, b FROM pop WHERE req = {int(req)} ORDER BY a").to_arrow_table()
         return _np(tb, "a", np.float64), _np(tb, "b", np.float64)
 
@@ -458,6 +607,19 @@ class WindowDB:
 
     def order_count(self) -> int:
         return int(self.con.execute("SELECT count(*) FROM ord").fetchone()[0])  # type: ignore[index]
+
+
+def _keyed(tbl: str) -> str:
+    """Attribute rows of ``tbl`` with ``vk``, a comparable key for ``unique_by`` (7 and 7.0
+    agree; "7" and true do not); rows without a value drop out."""
+    return (
+        "SELECT * FROM (SELECT *, CASE json_type(v) "
+        "WHEN 'VARCHAR' THEN 's:' || (v::JSON ->> '$') "
+        "WHEN 'BOOLEAN' THEN 'b:' || v "
+        "WHEN 'NULL' THEN NULL "
+        "WHEN 'OBJECT' THEN 'j:' || v WHEN 'ARRAY' THEN 'j:' || v "
+        f"ELSE 'n:' || CAST(CAST(v AS DOUBLE) AS VARCHAR) END AS vk FROM {tbl}) WHERE vk IS NOT NULL"
+    )
 
 
 def _np(tb: Any, col: str, dtype: Any) -> Any:

@@ -12,10 +12,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+import pyarrow as pa
 
 from ordertrail.errors import ConfigError
+from ordertrail.reconcile import incremental as inc
 from ordertrail.reconcile import runs
-from ordertrail.reconcile.backend import SqlBackend
+from ordertrail.reconcile.backend import SqlBackend, load_delta
 from ordertrail.reconcile.classify import PartResult, finish, judge_part
 from ordertrail.reconcile.columnar import WindowDB
 from ordertrail.reconcile.evidence import EdgeProgress
@@ -26,6 +28,7 @@ from ordertrail.schemas.config import Config
 from ordertrail.schemas.durations import format_duration
 from ordertrail.schemas.event import us_to_iso
 from ordertrail.store import Store
+from ordertrail.store import window as w
 from ordertrail.store.writer import order_bucket
 
 logger = logging.getLogger(__name__)
@@ -174,8 +177,8 @@ def evaluate(
         ctx.last_activity = last
         part = judge_part(ctx)
         if progress is None:  # the populations wait in DuckDB, not here
-            db.add_points(part.points)
-            part.points = {}
+            db.add_points(part.points, part.owners)
+            part.points, part.owners = {}, {}
         parts.append(part)
         if keep_contexts:
             contexts.append(ctx)
@@ -206,6 +209,22 @@ def finish_findings(findings: pd.DataFrame, backend: SqlBackend | None) -> pd.Da
     return findings
 
 
+@dataclass
+class Judged:
+    """What either path of a run (full or incremental) hands to the recording of the run."""
+
+    findings: pd.DataFrame  # this run's findings, evidence finished and details rendered
+    order_ids: npt.NDArray[np.object_]  # every judged order ...
+    states: npt.NDArray[np.object_]  # ... its state ...
+    next_due: npt.NDArray[np.float64]  # ... and its next due time (NaN: none)
+    present_objects: set[str]
+    unlinked: int
+    n_events: int
+    last_activity: dict[str, float | None]
+    waiting: dict[str, int]
+    pending_orders: list[str] | None = None  # incremental: the in-flight rows to replace
+
+
 def reconcile(
     store: Store,
     config: Config,
@@ -218,9 +237,10 @@ def reconcile(
 ) -> RunResult:
     """Reconcile the orders in the lookback window ending at ``as_of`` (µs; default now).
 
-    ``incremental`` records the run as incremental when an earlier comparable run exists; the
-    window is evaluated whole (so the result is the full run's), and only the orders of
-    ``shard`` are reported when it is given. ``workers`` is accepted for compatibility.
+    ``incremental``: bring the last run's cache (see ``incremental.py``) forward and judge only
+    the orders affected since — the result is the full run's; without a usable cache the run is
+    full and leaves one. Only the orders of ``shard`` are reported when it is given (a sharded
+    run is always full). ``workers`` is accepted for compatibility.
     """
     t_start = time.perf_counter()
     as_of = as_of if as_of is not None else time.time_ns() // 1000
@@ -234,33 +254,185 @@ def reconcile(
     max_seq = store.max_ingest_seq()
     with store.engine.connect() as conn:
         prev = runs.last_run(conn, shard_label)
+        latest = runs.last_run(conn, None)
     mode = "full"
     if incremental:
         if prev and prev["config_hash"] == config.fingerprint and prev["as_of"] <= as_of:
             mode = "incremental"
         else:
             logger.info("no comparable earlier run: running in full")
+    cache_file = inc.cache_path(store) if shard is None else None
+    keep_cache = cache_file is not None and (incremental or cache_file.exists())
+    cached = None
+    if mode == "incremental" and keep_cache and latest is not None and cache_file is not None:
+        cached = inc.open_cache(
+            cache_file, plan, latest, fingerprint=config.fingerprint,
+            stored_count=lambda m: _count_stored(store, m), judge=judge, lo=lo, hi=hi,
+            memory=config.engine.memory,
+        )  # fmt: skip
 
     # stages, in percent of the run: load 0-35, state 35-50, rules 50-90, evidence and write 90-100
     def stage(name: str, pct: float) -> None:
         if progress:
             progress(name, int(pct), 100)
 
-    stage("reading the window", 0)
-    with backend.window(plan, lo, hi, memory=config.engine.memory, max_seq=max_seq) as db:
-        stage("resolving orders and objects", 30)
-        db.resolve(config.engine.part_orders)
-        ev = evaluate(
-            plan, db, as_of, judge, window_start=lo, backend=backend,
-            on_part=lambda p, n: stage(f"part {p + 1} of {n}", 40 + 50 * p / n),
+    saved: dict[str, Any] = {}
+    if cached is not None:
+        db = cached.db
+        stage("reading what changed", 0)
+        jd = _judge_incremental(plan, backend, store, cached, as_of, lo, hi, max_seq, judge, stage)
+    else:
+        stage("reading the window", 0)
+        db = backend.window(plan, lo, hi, memory=config.engine.memory, max_seq=max_seq)
+        jd = _judge_full(plan, backend, db, as_of, lo, judge, config, stage, keep_cache, saved)
+    try:
+        result, run_row = _record(
+            store, config, jd, shard, shard_label, mode, as_of, lo, max_seq, watermarks,
+            t_start, stage,
         )  # fmt: skip
-        n_events = db.event_count()
-        present_objects = db.present_objects()
-        unlinked = db.unlinked_count()
+        if mode == "incremental":
+            result.run["incremental"] = {
+                "cache": cached is not None,
+                "judged": len(jd.pending_orders or ()) if cached is not None else result.run["orders"],
+            }
+        if keep_cache and cache_file is not None:
+            extra = saved if cached is None else {"over": cached.over, "ostate": cached.ostate}
+            _save_cache(db, cache_file, extra, run_row, config, judge, lo, hi, max_seq, store)
+    finally:
+        db.close()
+    stage("done", 100)
+    return result
+
+
+def _judge_full(
+    plan: Plan, backend: SqlBackend, db: WindowDB, as_of: int, lo: int,
+    judge: dict[str, float], config: Config, stage: Callable[[str, float], None],
+    keep_cache: bool, saved: dict[str, Any],
+) -> Judged:  # fmt: skip
+    """Every order of the window judged."""
+    stage("resolving orders and objects", 30)
+    db.resolve(config.engine.part_orders)
+    ev = evaluate(
+        plan, db, as_of, judge, window_start=lo, backend=backend,
+        on_part=lambda p, n: stage(f"part {p + 1} of {n}", 40 + 50 * p / n),
+    )  # fmt: skip
+    if keep_cache:
+        overs = [p.overdue for p in ev.parts if len(p.overdue)]
+        saved["over"] = pd.concat(overs, ignore_index=True) if overs else pd.DataFrame()
+        saved["ostate"] = pd.DataFrame(
+            {"order_id": ev.order_ids, "state": ev.state, "due": ev.next_due}
+        )
     stage("evidence", 90)
-    findings = finish_findings(ev.findings, backend)
+    return Judged(
+        finish_findings(ev.findings, backend), ev.order_ids, ev.state, ev.next_due,
+        db.present_objects(), db.unlinked_count(), db.event_count(), ev.last_activity,
+        ev.waiting,
+    )  # fmt: skip
+
+
+def _judge_incremental(
+    plan: Plan, backend: SqlBackend, store: Store, cached: inc.Cached, as_of: int, lo: int,
+    hi: int, max_seq: int, judge: dict[str, float], stage: Callable[[str, float], None],
+) -> Judged:  # fmt: skip
+    """Only the orders affected since the cached run judged; vanished vs stalled decided again
+    for every overdue unit; the other orders' findings kept."""
+    db, meta = cached.db, cached.meta
+    db.membership()
+    load_delta(backend, db, lo, hi, meta["hi"], meta["max_seq"], max_seq)
+    stage("resolving orders and objects", 30)
+    db.resolve(2**62)  # one part: the affected orders are chosen below
+    present = set(db.order_ids())
+    with store.engine.connect() as conn:
+        kept = runs.read_active(conn)
+    changed = set(db.changed_orders())
+    ost = cached.ostate
+    due = ost["due"].to_numpy(dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        due_now = set(ost["order_id"][due <= as_of].tolist())
+    orphans = kept[(kept["kind"] == "orphan") & (kept["object"] == "")
+                   & (kept["since"] <= lo + plan.longest_path)]  # fmt: skip
+    affected = (changed | due_now | set(orphans["order_id"].tolist())) & present
+    gone = (set(ost["order_id"].tolist()) - present) | (changed - present)
+    stage(f"judging {len(affected):,} affected orders", 40)
+    judge_ix = {plan.hx[h]: v for h, v in judge.items() if h in plan.hx}
+    st, facts = db.part_state(
+        0, orders=pa.table({"order_id": pa.array(sorted(affected), type=pa.string())})
+    )
+    ctx = Context(
+        st, as_of, judge_ix, window_start=lo, facts=facts, event_keys=backend.event_keys,
+        started_before=lambda ids: backend.started_before(ids, lo),
+    )  # fmt: skip
+    last = db.last_activity()
+    ctx.last_activity = last
+    part = judge_part(ctx)
+    redo = sorted(affected | gone)
+    db.drop_points(redo)
+    db.add_points(part.points, part.owners)
+    over = cached.over
+    over = over[~over["order_id"].isin(redo)] if len(over) else over
+    over = inc.refresh_overdue(over, as_of, judge_ix, plan.hx)
+    all_over = pd.concat([x for x in (over, part.overdue) if len(x)], ignore_index=True) if (
+        len(over) or len(part.overdue)) else part.overdue  # fmt: skip
+    cached.over = all_over
+    cached.ostate = inc.merge_states(ost, part, affected | gone, present)
+    stage("vanished or stalled", 70)
+    new = finish([PartResult(part.rows, all_over, {}, part.order_ids, part.judged, part.state,
+                             part.next_due)], db_population(db), last)  # fmt: skip
+    stage("evidence", 90)
+    new = finish_findings(new, backend)
+    keep = kept[~kept["order_id"].isin(redo) & (kept["order_id"] != "")
+                & ~kept["kind"].isin(("vanished", "stalled"))]  # fmt: skip
+    keep = inc.refresh_kept(keep, as_of)
+    findings = pd.concat([x for x in (new, keep) if len(x)], ignore_index=True) if (
+        len(new) or len(keep)) else new  # fmt: skip
+    os_ = cached.ostate
+    return Judged(
+        findings, os_["order_id"].to_numpy(dtype=object), os_["state"].to_numpy(dtype=object),
+        os_["due"].to_numpy(dtype=np.float64), db.present_objects(), db.unlinked_count(),
+        db.event_count(), last, dict(part.waiting), sorted(affected | gone),
+    )  # fmt: skip
+
+
+def _count_stored(store: Store, seq: int) -> list[Any]:
+    with store.engine.connect() as conn:
+        return w.count_stored(conn, seq)
+
+
+def _save_cache(
+    db: WindowDB, path: Any, extra: dict[str, Any], run_row: dict[str, Any], config: Config,
+    judge: dict[str, float], lo: int, hi: int, max_seq: int, store: Store,
+) -> None:  # fmt: skip
+    """Keep this run's working database for the next incremental run (best effort: a cache
+    that cannot be written costs the next run its speed, never its result)."""
+    meta = {
+        "version": inc.VERSION, "run_id": run_row["id"], "started_at": run_row["started_at"],
+        "as_of": run_row["as_of"], "max_seq": max_seq, "config_hash": config.fingerprint,
+        "lo": lo, "hi": hi, "judge": judge, "stored": _count_stored(store, max_seq),
+    }  # fmt: skip
+    over = extra.get("over")
+    ost = extra["ostate"]
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db.save(
+            str(path),
+            {"over": inc.over_to_arrow(over if over is not None else pd.DataFrame()),
+             "ostate": inc.ostate_to_arrow(ost["order_id"], ost["state"], ost["due"])},
+            meta,
+        )  # fmt: skip
+    except Exception as e:
+        logger.warning("cannot keep the incremental cache at %s: %s", path, e)
+
+
+def _record(
+    store: Store, config: Config, jd: Judged, shard: Part | None, shard_label: str, mode: str,
+    as_of: int, lo: int, max_seq: int, watermarks: dict[str, int | None], t_start: float,
+    stage: Callable[[str, float], None],
+) -> tuple[RunResult, dict[str, Any]]:  # fmt: skip
+    """Record the run: findings with their lifecycle, in-flight orders, incidents."""
     stage("writing the run", 95)
-    order_ids, states = ev.order_ids, ev.state
+    findings = jd.findings
+    order_ids, states = jd.order_ids, jd.states
+    present_objects = jd.present_objects
 
     def bucket_of(order_id: str, obj: str) -> int:
         return order_bucket(order_id or obj)
@@ -292,24 +464,25 @@ def reconcile(
         if shard
         else np.ones(len(order_ids), dtype=bool)
     )
+    scope = None if jd.pending_orders is None else set(jd.pending_orders)
     pending = [
         (o, None if np.isnan(d) else int(d))
-        for o, s_, d, j in zip(order_ids, states, ev.next_due, judged, strict=True)
-        if s_ == "in_flight" and j
+        for o, s_, d, j in zip(order_ids, states, jd.next_due, judged, strict=True)
+        if s_ == "in_flight" and j and (scope is None or o in scope)
     ]
     with store.engine.begin() as conn:
         run_id = runs.start_run(conn, as_of, mode, shard_label, config.fingerprint, max_seq)
         runs.update_findings(conn, run_id, findings, in_scope, present)
-        runs.replace_pending(conn, run_id, _bucket_sql(shard), None, pending)
+        runs.replace_pending(conn, run_id, _bucket_sql(shard), jd.pending_orders, pending)
         out = runs.read_findings(conn, run_id, in_scope if shard is not None else None)
-        incidents = _incidents(config, out, ev, ev.last_activity, watermarks, as_of)
+        incidents = _incidents(config, out, jd, jd.last_activity, watermarks, as_of)
         runs.write_incidents(conn, run_id, incidents)
         active = out[out["status"].isin(runs.ACTIVE)]
         summary = {k: int(v) for k, v in active["kind"].value_counts().items()}
         summary = {k: summary[k] for k in KINDS if k in summary}
         n_orders = int(judged.sum())
-        runs.finish_run(conn, run_id, n_orders, n_events, summary, unlinked)
-    stage("done", 100)
+        runs.finish_run(conn, run_id, n_orders, jd.n_events, summary, jd.unlinked)
+        run_row = runs.run_row(conn, run_id)
     state_counts = pd.Series(states[judged]).value_counts().to_dict() if len(states) else {}
     by_hop: dict[str, dict[str, int]] = {}
     for (h, k), v in active.groupby(["hop", "kind"]).size().items():
@@ -321,20 +494,21 @@ def reconcile(
         "mode": mode,
         "shard": shard_label or None,
         "orders": n_orders,
-        "events": n_events,
+        "events": jd.n_events,
         "findings": len(active),
         "resolved": int((out["status"] == "resolved").sum()),
         "expired": int((out["status"] == "expired").sum()),
-        "unlinked": unlinked,
+        "unlinked": jd.unlinked,
         "seconds": round(time.perf_counter() - t_start, 3),
         "pipeline": config.pipeline.name,
     }
-    run["notes"] = _notes(store, config, n_events, lo, as_of)
+    run["notes"] = _notes(store, config, jd.n_events, lo, as_of)
     findings_out = runs.finding_dicts(out, us_to_iso)
-    return RunResult(
+    result = RunResult(
         run, summary, findings_out, incidents, by_hop,
         {str(k): int(v) for k, v in state_counts.items()},
     )  # fmt: skip
+    return result, run_row
 
 
 def _notes(store: Store, config: Config, n_events: int, lo: int, as_of: int) -> list[str]:
@@ -363,7 +537,7 @@ def _bucket_sql(shard: Part | None) -> str | None:
 
 
 def _incidents(
-    config: Config, findings: pd.DataFrame, ev: Evaluation,
+    config: Config, findings: pd.DataFrame, ev: Evaluation | Judged,
     last_activity: dict[str, float | None], watermarks: dict[str, int | None], as_of: int,
 ) -> list[dict[str, Any]]:  # fmt: skip
     out: list[dict[str, Any]] = []

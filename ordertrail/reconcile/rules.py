@@ -448,6 +448,15 @@ def edge_points(ctx: Context) -> dict[int, tuple[F, F]]:
     return out
 
 
+def edge_point_orders(ctx: Context) -> dict[int, npt.NDArray[np.object_]]:
+    """The order of each point of :func:`edge_points`, in the same order."""
+    out: dict[int, npt.NDArray[np.object_]] = {}
+    for k, f in enumerate(edge_facts(ctx)):
+        ok = ~np.isnan(f.ta) & ~np.isnan(f.reach)
+        out[k] = ctx.state.order_ids[f.u.order[ok]]
+    return out
+
+
 def _moved(overdue_: pd.DataFrame, progress: Callable[[int], EdgeProgress]) -> tuple[B, I64]:
     """For each overdue unit: did the edge's target pass, after its deadline, a unit that reached
     the source later (vanished), and how many (exact)."""
@@ -633,9 +642,7 @@ def skipped(ctx: Context) -> Rows:
         uo = u.order
         later, which = ctx.passed(u, g)
         miss = required[uo] & np.isnan(u.reach_first[:, g]) & ~np.isnan(later) & ~ctx.orphan[uo]
-        _emit_skip(
-            ctx, rows, u, miss, later, which, _const(plan.names[g], len(u)), ctx.j(g)
-        )
+        _emit_skip(ctx, rows, u, miss, later, which, _const(plan.names[g], len(u)), ctx.j(g))
     # a group none of whose members was reached, though a later hop was
     for r in plan.requirements:
         if not r.group:

@@ -51,18 +51,11 @@ def finish_run(
     )  # fmt: skip
 
 
-def last_run(conn: Connection, shard: str) -> dict[str, Any] | None:
+def last_run(conn: Connection, shard: str | None) -> dict[str, Any] | None:
+    """The latest finished run of a shard ("" unsharded; None: of any)."""
     c = t.runs.c
-    row = (
-        conn.execute(
-            select(t.runs)
-            .where(and_(c.status == "done", c.shard == shard))
-            .order_by(c.id.desc())
-            .limit(1)
-        )
-        .mappings()
-        .first()
-    )
+    cond = c.status == "done" if shard is None else and_(c.status == "done", c.shard == shard)
+    row = conn.execute(select(t.runs).where(cond).order_by(c.id.desc()).limit(1)).mappings().first()
     return dict(row) if row else None
 
 
@@ -148,6 +141,33 @@ def read_findings(
     df["objects"] = [orjson.loads(x) if x else [] for x in df["objects"]]
     df["evidence"] = [orjson.loads(x) if x else {} for x in df["evidence"]]
     return df.sort_values(IDENTITY, kind="stable").reset_index(drop=True)
+
+
+def run_row(conn: Connection, run_id: int) -> dict[str, Any]:
+    row = conn.execute(select(t.runs).where(t.runs.c.id == run_id)).mappings().first()
+    assert row is not None
+    return dict(row)
+
+
+def read_active(conn: Connection) -> pd.DataFrame:
+    """Every active finding as stored (objects and evidence parsed)."""
+    c = t.findings.c
+    q = select(
+        c.order_id,
+        c.object,
+        c.kind,
+        c.hop,
+        c.from_hop,
+        c.field,
+        c.since,
+        c.detail,
+        c.objects,
+        c.evidence,
+    ).where(c.status.in_(ACTIVE))
+    df = pd.DataFrame(_tuples(conn.execute(q)), columns=[*IDENTITY, *STORED])
+    df["objects"] = [orjson.loads(x) if x else [] for x in df["objects"]]
+    df["evidence"] = [orjson.loads(x) if x else {} for x in df["evidence"]]
+    return df
 
 
 def write_incidents(conn: Connection, run_id: int, incidents: list[dict[str, Any]]) -> None:

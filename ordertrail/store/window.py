@@ -91,6 +91,22 @@ def links_sql(dialect: str, as_of: int) -> str:
     )
 
 
+def delta_events_sqls(dialect: str, hi_old: int, hi: int, seq_old: int, seq: int) -> list[str]:
+    """What an incremental run reads beside its cache: events stored since the last run (up to
+    ``seq``; at any time up to ``hi``, since links hold from before the window too), and events
+    stored before it whose time was past its end (``hi_old``) and now is not."""
+    cols = (
+        "SELECT e.ingest_seq AS seq, e.order_id AS order_id, e.hop AS hop, e.phase AS phase, "
+        "e.occurred_at AS t, e.objects AS objects FROM events e WHERE "
+    )
+    return [
+        cols + f"e.ingest_seq > {int(seq_old)} AND e.ingest_seq <= {int(seq)} "
+        f"AND e.occurred_at <= {int(hi)}",
+        cols + f"e.occurred_at > {int(hi_old)} AND e.occurred_at <= {int(hi)} "
+        f"AND e.ingest_seq <= {int(seq_old)}",
+    ]
+
+
 def window_tables(
     dialect: str, lo: int, hi: int, scan: bool, max_seq: int, slices: int = 1
 ) -> tuple[list[str], str]:
@@ -121,15 +137,23 @@ def attribute_sql(
     hops: Sequence[str] | None = None,
     seqs: Iterable[int] | None = None,
     scan: bool = False,
+    delta: tuple[int, int, int] | None = None,
 ) -> str | None:
     """Events of the window carrying attribute ``key`` (not null), optionally at ``hops`` or
-    among ``seqs``, with the value as JSON text; None when nothing can match."""
+    among ``seqs``, with the value as JSON text; None when nothing can match. ``delta`` =
+    (hi_old, seq_old, seq): only the events an incremental run reads (see delta_events_sqls)."""
     val = json_text(dialect, key)
     sql = (
         f"SELECT e.ingest_seq AS seq, e.occurred_at AS t, e.source AS src, e.event_id AS eid, "
         f"{val} AS v FROM events e WHERE {_time_filter(dialect, scan, lo, hi)} AND {val} IS NOT NULL "
         f"AND {val} <> 'null'"
     )
+    if delta is not None:
+        hi_old, s0, s1 = (int(x) for x in delta)
+        sql += (
+            f" AND ((e.ingest_seq > {s0} AND e.ingest_seq <= {s1}) OR "
+            f"(e.occurred_at > {hi_old} AND e.ingest_seq <= {s0}))"
+        )
     if hops is not None:
         if not hops:
             return None
@@ -140,6 +164,20 @@ def attribute_sql(
             return None
         sql += " AND e.ingest_seq IN (" + ", ".join(map(str, ids)) + ")"
     return sql
+
+
+def count_stored(conn: Connection, seq: int) -> list[Any]:
+    """How many events are stored up to ingest_seq ``seq`` and which event holds ``seq``: fewer
+    than before, or another event there, means events were removed (or a number reused)."""
+    n = int(
+        conn.execute(
+            text(f"SELECT COUNT(*) FROM events WHERE ingest_seq <= {int(seq)}")
+        ).scalar_one()
+    )
+    row = conn.execute(
+        text(f"SELECT source, event_id FROM events WHERE ingest_seq = {int(seq)}")
+    ).first()
+    return [n, *(list(row) if row else [None, None])]
 
 
 def count_window(conn: Connection, lo: int, hi: int) -> int:
