@@ -32,7 +32,7 @@ class Backend(Protocol):
     def window(
         self, plan: Plan, lo: int, hi: int, *, orders: Sequence[str] | None = None,
         objects: Sequence[tuple[str, str]] | None = None, memory: str | None = None,
-        max_seq: int | None = None,
+        max_seq: int | None = None, path: str | None = None,
     ) -> WindowDB: ...  # fmt: skip
 
     def event_keys(self, seqs: Sequence[int]) -> tuple[list[str], list[str]]: ...
@@ -51,12 +51,20 @@ class SqlBackend:
     def window(
         self, plan: Plan, lo: int, hi: int, *, orders: Sequence[str] | None = None,
         objects: Sequence[tuple[str, str]] | None = None, memory: str | None = None,
-        max_seq: int | None = None,
+        max_seq: int | None = None, path: str | None = None,
     ) -> WindowDB:  # fmt: skip
         """The window ``lo < t <= hi`` (or the part of it about chosen orders and objects),
-        staged in DuckDB."""
+        staged in DuckDB (in memory, or in the database file ``path``)."""
         return load_db(
-            self, plan, lo, hi, orders=orders, objects=objects, memory=memory, max_seq=max_seq
+            self,
+            plan,
+            lo,
+            hi,
+            orders=orders,
+            objects=objects,
+            memory=memory,
+            max_seq=max_seq,
+            path=path,
         )
 
     def event_keys(self, seqs: Sequence[int]) -> tuple[list[str], list[str]]:
@@ -110,6 +118,7 @@ def load_db(
     objects: Sequence[tuple[str, str]] | None = None,
     memory: str | None = None,
     max_seq: int | None = None,
+    path: str | None = None,
 ) -> WindowDB:
     """The window (or the part of it about chosen orders and objects) staged in DuckDB: events
     stored up to ``max_seq`` (default: all stored now)."""
@@ -118,7 +127,7 @@ def load_db(
     chosen = orders is not None or objects is not None
     total = 0
     stored = 0
-    db = WindowDB(plan, memory=memory)
+    db = WindowDB(plan, memory=memory, path=path)
     try:
         with store.engine.connect() as conn:
             if chosen:

@@ -50,12 +50,17 @@ class Facts:
 class WindowDB:
     """The window of one reconciliation (or of a few chosen orders) in DuckDB."""
 
-    def __init__(self, plan: Plan, *, memory: str | None = None, threads: int | None = None):
+    def __init__(
+        self, plan: Plan, *, memory: str | None = None, threads: int | None = None,
+        path: str | None = None,
+    ):  # fmt: skip
+        """``path``: a database file (an incremental run's cache) instead of memory."""
         import duckdb
 
         self.plan = plan
+        self.path = path
         self._tmp = tempfile.mkdtemp(prefix="ordertrail-duck-")
-        self.con = duckdb.connect()
+        self.con = duckdb.connect(path) if path else duckdb.connect()
         self.con.execute(f"SET temp_directory = {_q(self._tmp)}")
         self.con.execute("SET preserve_insertion_order = false")
         if memory:
@@ -164,9 +169,22 @@ class WindowDB:
 
     def apply_delta(self, lo: int) -> None:
         """The staged events join the window (those after ``lo``; links from all of them),
-        and whatever is at or before ``lo`` leaves it."""
+        and whatever is at or before ``lo`` leaves it. Notes the orders this touches directly
+        (their events left) and the events that came (see :meth:`changed_orders`)."""
         c = self.con
         lo = int(lo)
+        c.execute("CREATE OR REPLACE TEMP TABLE oo0 AS SELECT * FROM oo")
+        c.execute("CREATE OR REPLACE TEMP TABLE gone AS SELECT seq, order_id FROM ev WHERE t <= ?",
+                  [lo])  # fmt: skip
+        c.execute(
+            "CREATE OR REPLACE TEMP TABLE touched AS SELECT order_id FROM gone "
+            "WHERE order_id <> '' UNION SELECT oo.order_id FROM me JOIN gone USING (seq) "
+            "JOIN oo USING (obj)"
+        )
+        c.execute(
+            "CREATE OR REPLACE TEMP TABLE came AS SELECT seq FROM evn WHERE hop >= 0 AND t > ?",
+            [lo],
+        )
         c.execute("CREATE OR REPLACE TEMP TABLE men (seq BIGINT, obj VARCHAR)")
         self._mentions("evn", "men")
         c.execute(
@@ -180,9 +198,9 @@ class WindowDB:
             "ON a.seq = b.seq AND a.kind <> b.kind"
         )
         c.execute(
-            "DELETE FROM me WHERE seq IN (SELECT seq FROM ev WHERE t <= ? "
+            "DELETE FROM me WHERE seq IN (SELECT seq FROM gone "
             "UNION ALL SELECT seq FROM evx WHERE t <= ?)",
-            [lo, lo],
+            [lo],
         )
         c.execute("DELETE FROM ev WHERE t <= ?", [lo])
         c.execute("DELETE FROM evx WHERE t <= ?", [lo])
@@ -203,68 +221,101 @@ class WindowDB:
             c.execute(f"DROP TABLE n{tbl}")
         c.execute("DROP TABLE evn")
 
-    def membership(self) -> Any:
-        """A copy of events -> orders, to compare after the window changed."""
-        self.con.execute("CREATE OR REPLACE TEMP TABLE mem0 AS SELECT * FROM mem")
-
-    def changed_orders(self) -> list[str]:
-        """Orders whose events (their own or their objects') differ from the copy: events came,
-        left, or links moved objects between orders."""
-        rows = self.con.execute(
-            "SELECT DISTINCT order_id FROM ((SELECT seq, order_id FROM mem EXCEPT "
-            "SELECT seq, order_id FROM mem0) UNION ALL (SELECT seq, order_id FROM mem0 EXCEPT "
-            "SELECT seq, order_id FROM mem))"
-        ).fetchall()
-        return [r[0] for r in rows]
-
-    # -- the cache file -------------------------------------------------------------------------
-    KEPT = ("ev", "me", "li", "evx", "mem", "pop")
-
-    def save(self, path: str, extra: dict[str, Any], meta: dict[str, Any]) -> None:
-        """Write the window and ``extra`` Arrow tables to a DuckDB file at ``path``, replacing
-        it atomically (a crash leaves the old file or none)."""
+    # -- the cache file ---------------------------------------------------------------------
+    def keep_tables(self, tables: dict[str, Any]) -> None:
+        """Arrow tables kept with the window (a cache's order states and overdue units)."""
         c = self.con
-        tmp = f"{path}.tmp"
-        for p_ in (tmp, f"{tmp}.wal"):
-            if os.path.exists(p_):
-                os.unlink(p_)
-        c.execute(f"CREATE TABLE IF NOT EXISTS pop ({self._POP})")
-        c.execute(f"ATTACH {_q(tmp)} AS k")
-        try:
-            for name in (*self.KEPT, *self.attr_tables.values()):
-                c.execute(f"CREATE TABLE k.{name} AS SELECT * FROM {name}")
-            for name, tb in extra.items():
-                c.register("_x", tb)
-                c.execute(f"CREATE TABLE k.{name} AS SELECT * FROM _x")
-                c.unregister("_x")
-            meta = {**meta, "attr_tables": [[list(k), v] for k, v in self.attr_tables.items()]}
-            c.execute("CREATE TABLE k.meta (v VARCHAR)")
-            c.execute("INSERT INTO k.meta VALUES (?)", [orjson.dumps(meta).decode()])
-        finally:
-            c.execute("DETACH k")
-        os.replace(tmp, path)
+        for name, tb in tables.items():
+            c.register("_x", tb)
+            c.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM _x")
+            c.unregister("_x")
 
-    @classmethod
-    def restore(
-        cls, plan: Plan, path: str, extra: Sequence[str], *, memory: str | None = None
-    ) -> tuple[WindowDB, dict[str, Any], dict[str, Any]]:
-        """A WindowDB from a cache file, its meta and the ``extra`` tables (as Arrow)."""
-        db = cls(plan, memory=memory)
-        c = db.con
+    def keep(self, meta: dict[str, Any]) -> None:
+        """Make this database a cache for the next incremental run: ``meta`` replaces any
+        earlier one; working tables go."""
+        c = self.con
+        c.execute(f"CREATE TABLE IF NOT EXISTS pop ({self._POP})")
+        meta = {**meta, "attr_tables": [[list(k), v] for k, v in self.attr_tables.items()]}
+        c.execute("CREATE OR REPLACE TABLE meta (v VARCHAR)")
+        c.execute("INSERT INTO meta VALUES (?)", [orjson.dumps(meta).decode()])
+        for name in ("emp", "memp"):
+            kind = c.execute(
+                "SELECT table_type FROM information_schema.tables WHERE table_name = ?", [name]
+            ).fetchall()
+            if kind:
+                c.execute(f"DROP {'VIEW' if kind[0][0] == 'VIEW' else 'TABLE'} {name}")
+        for name in ("mem", "ord"):
+            c.execute(f"DROP TABLE IF EXISTS {name}")
+
+    def meta(self) -> dict[str, Any] | None:
+        """A cache's meta (None: not a cache), and its attribute tables restored."""
+        c = self.con
+        if not c.execute(
+            "SELECT 1 FROM information_schema.tables WHERE table_name = 'meta'"
+        ).fetchall():
+            return None
+        meta: dict[str, Any] = orjson.loads(c.execute("SELECT v FROM meta").fetchall()[0][0])
+        self.attr_tables = {(k[0], k[1]): v for k, v in meta.pop("attr_tables")}
+        return meta
+
+    def affected(self, as_of: int, orphans: Sequence[str]) -> tuple[list[str], list[str]]:
+        """After :meth:`apply_delta` and :meth:`resolve` in a cache: the orders to judge again
+        (changed, due by ``as_of``, or ``orphans`` the window's start may clear) and, with the
+        orders that left the window, every order whose kept state goes (``redo``). Returns
+        (redo, affected), sorted."""
+        c = self.con
+        c.register("_orph", pa.table({"order_id": pa.array(list(orphans), type=pa.string())}))
+        c.execute(
+            "CREATE OR REPLACE TEMP TABLE redo AS "
+            "SELECT order_id FROM touched UNION "
+            "SELECT mem.order_id FROM mem JOIN came USING (seq) UNION "
+            "SELECT order_id FROM ((SELECT * FROM oo EXCEPT SELECT * FROM oo0) "
+            "UNION ALL (SELECT * FROM oo0 EXCEPT SELECT * FROM oo)) UNION "
+            "SELECT order_id FROM ostate WHERE due <= ? UNION "
+            "SELECT order_id FROM _orph UNION "
+            "SELECT order_id FROM ostate WHERE order_id NOT IN (SELECT order_id FROM ord)",
+            [float(as_of)],
+        )
+        c.unregister("_orph")
+        redo = [r[0] for r in c.execute("SELECT order_id FROM redo ORDER BY 1").fetchall()]
+        affected = [
+            r[0]
+            for r in c.execute(
+                "SELECT order_id FROM redo JOIN ord USING (order_id) ORDER BY 1"
+            ).fetchall()
+        ]
+        return redo, affected
+
+    def kept_overdue(self) -> Any:
+        """The cache's overdue units of the orders not judged again (Arrow)."""
+        return self.con.sql(
+            "SELECT * FROM over WHERE order_id NOT IN (SELECT order_id FROM redo)"
+        ).to_arrow_table()
+
+    def replace_kept(self, over: Any, ostate: Any) -> None:
+        """The orders judged again: their overdue units and states replace the cache's."""
+        c = self.con
+        for name, tb in (("over", over), ("ostate", ostate)):
+            c.execute(f"DELETE FROM {name} WHERE order_id IN (SELECT order_id FROM redo)")
+            c.register("_x", tb)
+            c.execute(f"INSERT INTO {name} SELECT * FROM _x")
+            c.unregister("_x")
+
+    def state_counts(self) -> dict[str, int]:
+        rows = self.con.execute("SELECT state, count(*) FROM ostate GROUP BY 1").fetchall()
+        return {str(k): int(v) for k, v in sorted(rows)}
+
+    def present_orders(self, ids: Sequence[str]) -> set[str]:
+        """Which of these orders are in the window."""
+        if not ids:
+            return set()
+        c = self.con
+        c.register("_ids", pa.table({"order_id": pa.array(list(ids), type=pa.string())}))
         try:
-            c.execute(f"ATTACH {_q(path)} AS k (READ_ONLY)")
-            try:
-                meta = orjson.loads(c.execute("SELECT v FROM k.meta").fetchone()[0])  # type: ignore[index]
-                db.attr_tables = {tuple(k): v for k, v in meta.pop("attr_tables")}
-                for name in (*cls.KEPT, *db.attr_tables.values()):
-                    c.execute(f"CREATE TABLE {name} AS SELECT * FROM k.{name}")
-                got = {name: c.sql(f"SELECT * FROM k.{name}").to_arrow_table() for name in extra}
-            finally:
-                c.execute("DETACH k")
-        except BaseException:
-            db.close()
-            raise
-        return db, meta, got
+            rows = c.execute("SELECT order_id FROM _ids JOIN ord USING (order_id)").fetchall()
+        finally:
+            c.unregister("_ids")
+        return {r[0] for r in rows}
 
     def resolve(self, part_orders: int | None = None) -> int:
         """Objects -> orders, events -> orders, orders -> parts. Returns the number of orders."""
@@ -294,7 +345,7 @@ class WindowDB:
             "JOIN ev e USING (seq) WHERE oo.order_id <> e.order_id"
         )
         c.execute("CREATE OR REPLACE TABLE ord AS SELECT DISTINCT order_id FROM mem")
-        n = int(c.execute("SELECT count(*) FROM ord").fetchone()[0])  # type: ignore[index]
+        n = int(c.execute("SELECT count(*) FROM ord").fetchall()[0][0])
         per = part_orders or DEFAULT_PART_ORDERS
         self.n_parts = max(1, math.ceil(n / per))
         if self.n_parts == 1:
@@ -599,14 +650,14 @@ class WindowDB:
         return int(
             self.con.execute(
                 "SELECT count(DISTINCT obj) FROM me WHERE obj NOT IN (SELECT obj FROM oo)"
-            ).fetchone()[0]  # type: ignore[index]
+            ).fetchall()[0][0]
         )
 
     def event_count(self) -> int:
-        return int(self.con.execute("SELECT count(*) FROM ev").fetchone()[0])  # type: ignore[index]
+        return int(self.con.execute("SELECT count(*) FROM ev").fetchall()[0][0])
 
     def order_count(self) -> int:
-        return int(self.con.execute("SELECT count(*) FROM ord").fetchone()[0])  # type: ignore[index]
+        return int(self.con.execute("SELECT count(*) FROM ord").fetchall()[0][0])
 
 
 def _keyed(tbl: str) -> str:

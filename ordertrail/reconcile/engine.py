@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -214,15 +214,17 @@ class Judged:
     """What either path of a run (full or incremental) hands to the recording of the run."""
 
     findings: pd.DataFrame  # this run's findings, evidence finished and details rendered
-    order_ids: npt.NDArray[np.object_]  # every judged order ...
-    states: npt.NDArray[np.object_]  # ... its state ...
-    next_due: npt.NDArray[np.float64]  # ... and its next due time (NaN: none)
+    n_orders: int  # orders judged (in the shard)
+    state_counts: dict[str, int]
+    pending: list[tuple[str, int | None]]  # in-flight orders to store, with their next due
+    pending_scope: list[str] | None  # incremental: the orders whose in-flight rows are replaced
+    present: Callable[[Sequence[str]], set[str]]  # which of these orders are in the window
     present_objects: set[str]
     unlinked: int
     n_events: int
     last_activity: dict[str, float | None]
     waiting: dict[str, int]
-    pending_orders: list[str] | None = None  # incremental: the in-flight rows to replace
+    judged_again: int | None = None  # incremental: orders judged again
 
 
 def reconcile(
@@ -239,8 +241,9 @@ def reconcile(
 
     ``incremental``: bring the last run's cache (see ``incremental.py``) forward and judge only
     the orders affected since — the result is the full run's; without a usable cache the run is
-    full and leaves one. Only the orders of ``shard`` are reported when it is given (a sharded
-    run is always full). ``workers`` is accepted for compatibility.
+    full and leaves one (a cache that exists is kept up to date by full runs too). Only the
+    orders of ``shard`` are reported when it is given (a sharded run is always full and leaves
+    the cache alone). ``workers`` is accepted for compatibility.
     """
     t_start = time.perf_counter()
     as_of = as_of if as_of is not None else time.time_ns() // 1000
@@ -261,45 +264,62 @@ def reconcile(
             mode = "incremental"
         else:
             logger.info("no comparable earlier run: running in full")
-    cache_file = inc.cache_path(store) if shard is None else None
-    keep_cache = cache_file is not None and (incremental or cache_file.exists())
-    cached = None
-    if mode == "incremental" and keep_cache and latest is not None and cache_file is not None:
-        cached = inc.open_cache(
-            cache_file, plan, latest, fingerprint=config.fingerprint,
-            stored_count=lambda m: _count_stored(store, m), judge=judge, lo=lo, hi=hi,
-            memory=config.engine.memory,
-        )  # fmt: skip
+    path = inc.cache_path(store) if shard is None else None
+    cache = inc.Cache(path) if path is not None and (incremental or path.exists()) else None
+    held = cache.acquire() if cache is not None else False
 
     # stages, in percent of the run: load 0-35, state 35-50, rules 50-90, evidence and write 90-100
     def stage(name: str, pct: float) -> None:
         if progress:
             progress(name, int(pct), 100)
 
-    saved: dict[str, Any] = {}
-    if cached is not None:
-        db = cached.db
-        stage("reading what changed", 0)
-        jd = _judge_incremental(plan, backend, store, cached, as_of, lo, hi, max_seq, judge, stage)
-    else:
-        stage("reading the window", 0)
-        db = backend.window(plan, lo, hi, memory=config.engine.memory, max_seq=max_seq)
-        jd = _judge_full(plan, backend, db, as_of, lo, judge, config, stage, keep_cache, saved)
+    db: WindowDB | None = None
     try:
-        result, run_row = _record(
-            store, config, jd, shard, shard_label, mode, as_of, lo, max_seq, watermarks,
-            t_start, stage,
-        )  # fmt: skip
+        opened = None
+        if mode == "incremental" and held and cache is not None and latest is not None:
+            opened = cache.open(plan, config.engine.memory)
+            if opened is not None:
+                why = inc.stale(
+                    opened[1], latest, config.fingerprint, lambda m: _count_stored(store, m),
+                    judge, lo, hi,
+                )  # fmt: skip
+                if why:
+                    logger.info("the incremental cache is stale (%s): running in full", why)
+                    opened[0].close()
+                    opened = None
+        if opened is not None:
+            db, meta = opened
+            db.con.execute("BEGIN TRANSACTION")
+            stage("reading what changed", 0)
+            jd = _judge_incremental(plan, backend, store, db, meta, as_of, lo, hi, max_seq,
+                                    judge, stage)  # fmt: skip
+        else:
+            if held and cache is not None:
+                cache.discard_tmp()
+            stage("reading the window", 0)
+            db = backend.window(
+                plan, lo, hi, memory=config.engine.memory, max_seq=max_seq,
+                path=cache.tmp if held and cache is not None else None,
+            )  # fmt: skip
+            jd = _judge_full(plan, backend, db, as_of, lo, judge, config, stage, shard)
+        result, run_row = _record(store, config, jd, shard, shard_label, mode, as_of, lo, max_seq,
+                                  watermarks, t_start, stage)  # fmt: skip
         if mode == "incremental":
             result.run["incremental"] = {
-                "cache": cached is not None,
-                "judged": len(jd.pending_orders or ()) if cached is not None else result.run["orders"],
+                "cache": opened is not None,
+                "judged": jd.judged_again if opened is not None else jd.n_orders,
             }
-        if keep_cache and cache_file is not None:
-            extra = saved if cached is None else {"over": cached.over, "ostate": cached.ostate}
-            _save_cache(db, cache_file, extra, run_row, config, judge, lo, hi, max_seq, store)
+        if held and cache is not None:
+            _keep_cache(db, cache, opened is not None, run_row, config, judge, lo, hi, max_seq,
+                        store)  # fmt: skip
+            db = None
     finally:
-        db.close()
+        if db is not None:
+            db.close()
+        if cache is not None:
+            if held:
+                cache.discard_tmp()
+            cache.release()
     stage("done", 100)
     return result
 
@@ -307,7 +327,7 @@ def reconcile(
 def _judge_full(
     plan: Plan, backend: SqlBackend, db: WindowDB, as_of: int, lo: int,
     judge: dict[str, float], config: Config, stage: Callable[[str, float], None],
-    keep_cache: bool, saved: dict[str, Any],
+    shard: Part | None,
 ) -> Judged:  # fmt: skip
     """Every order of the window judged."""
     stage("resolving orders and objects", 30)
@@ -316,47 +336,55 @@ def _judge_full(
         plan, db, as_of, judge, window_start=lo, backend=backend,
         on_part=lambda p, n: stage(f"part {p + 1} of {n}", 40 + 50 * p / n),
     )  # fmt: skip
-    if keep_cache:
+    order_ids, states, due = ev.order_ids, ev.state, ev.next_due
+    if db.path is not None:  # a cache: every order's state, every overdue unit
         overs = [p.overdue for p in ev.parts if len(p.overdue)]
-        saved["over"] = pd.concat(overs, ignore_index=True) if overs else pd.DataFrame()
-        saved["ostate"] = pd.DataFrame(
-            {"order_id": ev.order_ids, "state": ev.state, "due": ev.next_due}
-        )
+        db.keep_tables({
+            "over": inc.over_to_arrow(pd.concat(overs, ignore_index=True) if overs
+                                      else pd.DataFrame()),
+            "ostate": inc.ostate_to_arrow(order_ids, states, due),
+        })  # fmt: skip
     stage("evidence", 90)
+    judged = (
+        np.array([in_part(order_bucket(o), shard) for o in order_ids], dtype=bool)
+        if shard
+        else np.ones(len(order_ids), dtype=bool)
+    )
+    pending = [
+        (o, None if np.isnan(d) else int(d))
+        for o, s_, d, j in zip(order_ids, states, due, judged, strict=True)
+        if s_ == "in_flight" and j
+    ]
+    counts = pd.Series(states[judged]).value_counts().to_dict() if len(states) else {}
+    everyone = set(order_ids.tolist())
     return Judged(
-        finish_findings(ev.findings, backend), ev.order_ids, ev.state, ev.next_due,
+        finish_findings(ev.findings, backend), int(judged.sum()),
+        {str(k): int(v) for k, v in counts.items()}, pending, None,
+        lambda ids: {o for o in ids if o in everyone},
         db.present_objects(), db.unlinked_count(), db.event_count(), ev.last_activity,
         ev.waiting,
     )  # fmt: skip
 
 
 def _judge_incremental(
-    plan: Plan, backend: SqlBackend, store: Store, cached: inc.Cached, as_of: int, lo: int,
-    hi: int, max_seq: int, judge: dict[str, float], stage: Callable[[str, float], None],
+    plan: Plan, backend: SqlBackend, store: Store, db: WindowDB, meta: dict[str, Any],
+    as_of: int, lo: int, hi: int, max_seq: int, judge: dict[str, float],
+    stage: Callable[[str, float], None],
 ) -> Judged:  # fmt: skip
     """Only the orders affected since the cached run judged; vanished vs stalled decided again
     for every overdue unit; the other orders' findings kept."""
-    db, meta = cached.db, cached.meta
-    db.membership()
     load_delta(backend, db, lo, hi, meta["hi"], meta["max_seq"], max_seq)
     stage("resolving orders and objects", 30)
     db.resolve(2**62)  # one part: the affected orders are chosen below
-    present = set(db.order_ids())
     with store.engine.connect() as conn:
-        kept = runs.read_active(conn)
-    changed = set(db.changed_orders())
-    ost = cached.ostate
-    due = ost["due"].to_numpy(dtype=np.float64)
-    with np.errstate(invalid="ignore"):
-        due_now = set(ost["order_id"][due <= as_of].tolist())
+        kept = runs.read_active(conn, exclude_kinds=("vanished", "stalled"))
     orphans = kept[(kept["kind"] == "orphan") & (kept["object"] == "")
                    & (kept["since"] <= lo + plan.longest_path)]  # fmt: skip
-    affected = (changed | due_now | set(orphans["order_id"].tolist())) & present
-    gone = (set(ost["order_id"].tolist()) - present) | (changed - present)
+    redo, affected = db.affected(as_of, orphans["order_id"].tolist())
     stage(f"judging {len(affected):,} affected orders", 40)
     judge_ix = {plan.hx[h]: v for h, v in judge.items() if h in plan.hx}
     st, facts = db.part_state(
-        0, orders=pa.table({"order_id": pa.array(sorted(affected), type=pa.string())})
+        0, orders=pa.table({"order_id": pa.array(affected, type=pa.string())})
     )
     ctx = Context(
         st, as_of, judge_ix, window_start=lo, facts=facts, event_keys=backend.event_keys,
@@ -365,31 +393,35 @@ def _judge_incremental(
     last = db.last_activity()
     ctx.last_activity = last
     part = judge_part(ctx)
-    redo = sorted(affected | gone)
     db.drop_points(redo)
     db.add_points(part.points, part.owners)
-    over = cached.over
-    over = over[~over["order_id"].isin(redo)] if len(over) else over
-    over = inc.refresh_overdue(over, as_of, judge_ix, plan.hx)
+    over = inc.refresh_overdue(inc.over_from_arrow(db.kept_overdue()), as_of, judge_ix, plan.hx)
+    db.replace_kept(
+        inc.over_to_arrow(part.overdue),
+        inc.ostate_to_arrow(part.order_ids, part.state, part.next_due),
+    )
     all_over = pd.concat([x for x in (over, part.overdue) if len(x)], ignore_index=True) if (
         len(over) or len(part.overdue)) else part.overdue  # fmt: skip
-    cached.over = all_over
-    cached.ostate = inc.merge_states(ost, part, affected | gone, present)
     stage("vanished or stalled", 70)
     new = finish([PartResult(part.rows, all_over, {}, part.order_ids, part.judged, part.state,
                              part.next_due)], db_population(db), last)  # fmt: skip
     stage("evidence", 90)
     new = finish_findings(new, backend)
-    keep = kept[~kept["order_id"].isin(redo) & (kept["order_id"] != "")
-                & ~kept["kind"].isin(("vanished", "stalled"))]  # fmt: skip
+    redo_set = set(redo)
+    keep = kept[~kept["order_id"].isin(redo_set) & (kept["order_id"] != "")]
     keep = inc.refresh_kept(keep, as_of)
     findings = pd.concat([x for x in (new, keep) if len(x)], ignore_index=True) if (
         len(new) or len(keep)) else new  # fmt: skip
-    os_ = cached.ostate
+    pending = [
+        (o, None if np.isnan(d) else int(d))
+        for o, s_, d in zip(part.order_ids, part.state, part.next_due, strict=True)
+        if s_ == "in_flight"
+    ]
+    counts = db.state_counts()
     return Judged(
-        findings, os_["order_id"].to_numpy(dtype=object), os_["state"].to_numpy(dtype=object),
-        os_["due"].to_numpy(dtype=np.float64), db.present_objects(), db.unlinked_count(),
-        db.event_count(), last, dict(part.waiting), sorted(affected | gone),
+        findings, sum(counts.values()), counts, pending, redo, db.present_orders,
+        db.present_objects(), db.unlinked_count(), db.event_count(), last, dict(part.waiting),
+        len(affected),
     )  # fmt: skip
 
 
@@ -398,29 +430,29 @@ def _count_stored(store: Store, seq: int) -> list[Any]:
         return w.count_stored(conn, seq)
 
 
-def _save_cache(
-    db: WindowDB, path: Any, extra: dict[str, Any], run_row: dict[str, Any], config: Config,
+def _keep_cache(
+    db: WindowDB, cache: inc.Cache, in_place: bool, run_row: dict[str, Any], config: Config,
     judge: dict[str, float], lo: int, hi: int, max_seq: int, store: Store,
 ) -> None:  # fmt: skip
     """Keep this run's working database for the next incremental run (best effort: a cache
-    that cannot be written costs the next run its speed, never its result)."""
+    that cannot be written costs the next run its speed, never its result). The database is
+    closed here."""
     meta = {
         "version": inc.VERSION, "run_id": run_row["id"], "started_at": run_row["started_at"],
         "as_of": run_row["as_of"], "max_seq": max_seq, "config_hash": config.fingerprint,
         "lo": lo, "hi": hi, "judge": judge, "stored": _count_stored(store, max_seq),
     }  # fmt: skip
-    over = extra.get("over")
-    ost = extra["ostate"]
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db.save(
-            str(path),
-            {"over": inc.over_to_arrow(over if over is not None else pd.DataFrame()),
-             "ostate": inc.ostate_to_arrow(ost["order_id"], ost["state"], ost["due"])},
-            meta,
-        )  # fmt: skip
+        db.keep(meta)
+        if in_place:
+            db.con.execute("COMMIT")
+        db.con.execute("CHECKPOINT")
+        db.close()
+        if not in_place:
+            cache.install()
     except Exception as e:
-        logger.warning("cannot keep the incremental cache at %s: %s", path, e)
+        db.close()
+        logger.warning("cannot keep the incremental cache at %s: %s", cache.path, e)
 
 
 def _record(
@@ -431,7 +463,6 @@ def _record(
     """Record the run: findings with their lifecycle, in-flight orders, incidents."""
     stage("writing the run", 95)
     findings = jd.findings
-    order_ids, states = jd.order_ids, jd.states
     present_objects = jd.present_objects
 
     def bucket_of(order_id: str, obj: str) -> int:
@@ -450,40 +481,27 @@ def _record(
 
     if shard is not None and len(findings):
         findings = findings[in_scope(findings)]
-    present_orders = set(order_ids.tolist())
 
     def present(df: pd.DataFrame) -> np.ndarray:
+        orders = df["order_id"].tolist()
+        here = jd.present([o for o in orders if o])
         return np.array(
-            [(o in present_orders) if o else (b in present_objects)
-             for o, b in zip(df["order_id"], df["object"], strict=True)],
+            [(o in here) if o else (b in present_objects)
+             for o, b in zip(orders, df["object"].tolist(), strict=True)],
             dtype=bool,
         )  # fmt: skip
 
-    judged = (
-        np.array([in_part(order_bucket(o), shard) for o in order_ids], dtype=bool)
-        if shard
-        else np.ones(len(order_ids), dtype=bool)
-    )
-    scope = None if jd.pending_orders is None else set(jd.pending_orders)
-    pending = [
-        (o, None if np.isnan(d) else int(d))
-        for o, s_, d, j in zip(order_ids, states, jd.next_due, judged, strict=True)
-        if s_ == "in_flight" and j and (scope is None or o in scope)
-    ]
     with store.engine.begin() as conn:
         run_id = runs.start_run(conn, as_of, mode, shard_label, config.fingerprint, max_seq)
-        runs.update_findings(conn, run_id, findings, in_scope, present)
-        runs.replace_pending(conn, run_id, _bucket_sql(shard), jd.pending_orders, pending)
-        out = runs.read_findings(conn, run_id, in_scope if shard is not None else None)
+        out = runs.update_findings(conn, run_id, findings, in_scope, present)
+        runs.replace_pending(conn, run_id, _bucket_sql(shard), jd.pending_scope, jd.pending)
         incidents = _incidents(config, out, jd, jd.last_activity, watermarks, as_of)
         runs.write_incidents(conn, run_id, incidents)
         active = out[out["status"].isin(runs.ACTIVE)]
         summary = {k: int(v) for k, v in active["kind"].value_counts().items()}
         summary = {k: summary[k] for k in KINDS if k in summary}
-        n_orders = int(judged.sum())
-        runs.finish_run(conn, run_id, n_orders, jd.n_events, summary, jd.unlinked)
+        runs.finish_run(conn, run_id, jd.n_orders, jd.n_events, summary, jd.unlinked)
         run_row = runs.run_row(conn, run_id)
-    state_counts = pd.Series(states[judged]).value_counts().to_dict() if len(states) else {}
     by_hop: dict[str, dict[str, int]] = {}
     for (h, k), v in active.groupby(["hop", "kind"]).size().items():
         by_hop.setdefault(str(h), {})[str(k)] = int(v)
@@ -493,7 +511,7 @@ def _record(
         "window_start": us_to_iso(lo),
         "mode": mode,
         "shard": shard_label or None,
-        "orders": n_orders,
+        "orders": jd.n_orders,
         "events": jd.n_events,
         "findings": len(active),
         "resolved": int((out["status"] == "resolved").sum()),
@@ -504,10 +522,7 @@ def _record(
     }
     run["notes"] = _notes(store, config, jd.n_events, lo, as_of)
     findings_out = runs.finding_dicts(out, us_to_iso)
-    result = RunResult(
-        run, summary, findings_out, incidents, by_hop,
-        {str(k): int(v) for k, v in state_counts.items()},
-    )  # fmt: skip
+    result = RunResult(run, summary, findings_out, incidents, by_hop, jd.state_counts)
     return result, run_row
 
 

@@ -1,36 +1,41 @@
 """Incremental reconciliation that pays off: the last run's working database kept as a cache.
 
-A full run stages the window in DuckDB and judges every order. With ``--incremental`` it also
-keeps that database in a cache file, with what the next run needs besides the events: every
-order's state and next due time, every overdue unit (with its evidence) and every edge's
-population (per order). The next incremental run opens the cache and
+A full run stages the window in DuckDB and judges every order. With ``--incremental`` that
+database is a file — the cache — and keeps, besides the window's events, objects and links,
+every order's state and next due time, every overdue unit (with its evidence) and every edge's
+population (per order). The next incremental run opens the cache and, in one DuckDB
+transaction,
 
 1. reads only what changed in the store: events stored since the last run, and events stored
    before it whose time was past its end and now is not (both through an index);
-2. applies them in DuckDB: they join the window, their links join the links, and whatever is
-   now older than the window's start leaves it;
-3. resolves orders and objects again and compares each event's orders with before: the orders
-   whose events changed, plus the orders due (an expectation whose deadline has come) and the
-   orphans the moving window start can clear, are *affected* — only they are judged again;
-4. decides vanished vs stalled again for every overdue unit (the population moved on), with
-   the evidence that depends on the run's time (overdue_s, judged_until) brought up to date;
+2. applies them: they join the window, their links join the links, and whatever is now older
+   than the window's start leaves it;
+3. resolves orders and objects again; the orders whose events changed (events came or left,
+   an object moved between orders), the orders due (an expectation's deadline has come) and
+   the orphans a moving window start can clear are *affected* — only they are judged again;
+4. decides vanished vs stalled again for every overdue unit (the population moved on), with the
+   evidence that depends on the run's time (``overdue_s``, ``judged_until``) brought up to date;
 5. keeps every other order's findings as the last run stored them (a confirmed_unfulfilled's
-   overdue_s brought up to date).
+   ``overdue_s`` brought up to date).
 
-The result equals a full run at the same ``as_of`` (the tests compare both on generated
-pipelines). The cache is used only when it belongs to the store's latest run: same run (id,
-start, as_of, events), same configuration, no event removed since (counted), judging times
-and window not moved back. Otherwise the run is full and writes a new cache. The cache is a
+The result equals a full run at the same ``as_of`` (tests compare both on generated pipelines).
+The cache is used only when it belongs to the store's latest run: the same run (id, start,
+as_of, events), the same configuration, no event removed since (counted, and the newest event
+still the same), judging times and window not moved back. Otherwise the run is full and leaves
+a new cache. The store's run is committed first, then the cache (a crash in between leaves a
+cache of the run before, which the next run sees as stale). One process uses a cache at a time
+(a lock file); a second run at once runs in full and leaves the cache alone. The cache is a
 disposable file: deleting it costs one full run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import logging
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +44,6 @@ import orjson
 import pandas as pd
 import pyarrow as pa
 
-from ordertrail.reconcile.classify import PartResult
 from ordertrail.reconcile.columnar import WindowDB
 from ordertrail.reconcile.plan import Plan
 from ordertrail.reconcile.render import render_detail
@@ -48,8 +52,7 @@ from ordertrail.store import Store
 
 logger = logging.getLogger(__name__)
 
-VERSION = 1
-EXTRA = ("over", "ostate")
+VERSION = 2
 _OVER_COLS = ["order_id", "last_seq", "hop", "from_hop", "field", "since", "obj", "req", "ta",
               "deadline"]  # fmt: skip
 
@@ -69,48 +72,75 @@ def cache_path(store: Store) -> Path | None:
     return base / f"incremental-{hashlib.sha256(key.encode()).hexdigest()[:16]}.duckdb"
 
 
-@dataclass
-class Cached:
-    """An opened cache: the window's database as the last run left it, and what it knew."""
+class Cache:
+    """A store's cache file, held by one process at a time."""
 
-    db: WindowDB
-    meta: dict[str, Any]
-    over: pd.DataFrame
-    ostate: pd.DataFrame
+    def __init__(self, path: Path):
+        self.path = path
+        self._lock: int | None = None
+
+    def acquire(self) -> bool:
+        """Take the cache (False: another run holds it, or its folder cannot be written)."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            logger.warning("no incremental cache at %s: %s", self.path, e)
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            logger.info("another run holds the incremental cache %s", self.path)
+            return False
+        self._lock = fd
+        return True
+
+    def release(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+    @property
+    def tmp(self) -> str:
+        return f"{self.path}.{os.getpid()}.tmp"
+
+    def discard_tmp(self) -> None:
+        for p in (self.tmp, f"{self.tmp}.wal"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(p)
+
+    def install(self) -> None:
+        """The new cache (written at :attr:`tmp`, closed) takes the place of the old one; a
+        write-ahead log of the old one goes with it."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{self.path}.wal")
+        os.replace(self.tmp, self.path)
+
+    def open(self, plan: Plan, memory: str | None) -> tuple[WindowDB, dict[str, Any]] | None:
+        """The cache as a database, with its meta (None: none, or unreadable)."""
+        if not self.path.exists():
+            logger.info("no incremental cache at %s yet: running in full", self.path)
+            return None
+        try:
+            db = WindowDB(plan, memory=memory, path=str(self.path))
+        except Exception as e:  # damaged or foreign: a full run replaces it
+            logger.warning("the incremental cache %s cannot be read (%s): running in full",
+                           self.path, e)  # fmt: skip
+            return None
+        try:
+            meta = db.meta()
+        except Exception as e:
+            logger.warning("the incremental cache %s cannot be read (%s): running in full",
+                           self.path, e)  # fmt: skip
+            meta = None
+        if meta is None:
+            db.close()
+            return None
+        return db, meta
 
 
-def open_cache(
-    path: Path,
-    plan: Plan,
-    prev: Mapping[str, Any],
-    *,
-    fingerprint: str,
-    stored_count: Any,
-    judge: Mapping[str, float],
-    lo: int,
-    hi: int,
-    memory: str | None,
-) -> Cached | None:
-    """The cache when it belongs to ``prev`` (the store's latest run) and can be brought
-    forward to (lo, hi]; else None (the reason is logged). ``stored_count(seq)`` counts the
-    events stored up to seq now."""
-    if not path.exists():
-        logger.info("no incremental cache at %s: running in full", path)
-        return None
-    try:
-        db, meta, got = WindowDB.restore(plan, str(path), EXTRA, memory=memory)
-    except Exception as e:  # a damaged or foreign file is a reason for a full run, not an error
-        logger.warning("the incremental cache %s cannot be read (%s): running in full", path, e)
-        return None
-    why = _stale(meta, prev, fingerprint, stored_count, judge, lo, hi)
-    if why:
-        logger.info("the incremental cache is stale (%s): running in full", why)
-        db.close()
-        return None
-    return Cached(db, meta, over_from_arrow(got["over"]), got["ostate"].to_pandas())
-
-
-def _stale(
+def stale(
     meta: Mapping[str, Any],
     prev: Mapping[str, Any],
     fingerprint: str,
@@ -119,6 +149,7 @@ def _stale(
     lo: int,
     hi: int,
 ) -> str | None:
+    """Why a cache cannot serve this run (None: it can)."""
     if meta.get("version") != VERSION:
         return "another version"
     pairs = (("run_id", "id"), ("started_at", "started_at"), ("as_of", "as_of"),
@@ -138,23 +169,27 @@ def _stale(
     return None
 
 
+# -- what the cache keeps besides the window -----------------------------------------------------
 def over_to_arrow(over: pd.DataFrame) -> pa.Table:
     """Overdue units for the cache (evidence as JSON text)."""
+    types = {"last_seq": pa.int64(), "since": pa.float64(), "req": pa.int64(), "ta": pa.float64(),
+             "deadline": pa.float64()}  # fmt: skip
     cols: dict[str, Any] = {}
     for c in _OVER_COLS:
         v = over[c].tolist() if len(over) else []
         if c == "obj":
             v = [x if isinstance(x, str) else None for x in v]
-        cols[c] = v
-    cols["evidence"] = [orjson.dumps(e).decode() for e in over["evidence"]] if len(over) else []
-    types = {"last_seq": pa.int64(), "since": pa.float64(), "req": pa.int64(), "ta": pa.float64(),
-             "deadline": pa.float64()}  # fmt: skip
-    return pa.table({c: pa.array(v, type=types.get(c, pa.string())) for c, v in cols.items()})
+        cols[c] = pa.array(v, type=types.get(c, pa.string()))
+    cols["evidence"] = pa.array(
+        [orjson.dumps(e).decode() for e in over["evidence"]] if len(over) else [],
+        type=pa.string(),
+    )
+    return pa.table(cols)
 
 
 def over_from_arrow(tb: pa.Table) -> pd.DataFrame:
     d = {c: tb.column(c).to_pylist() for c in tb.column_names}
-    df = pd.DataFrame(
+    return pd.DataFrame(
         {
             "o": np.zeros(tb.num_rows, dtype=np.int64),
             "last_seq": np.asarray(d["last_seq"], dtype=np.int64),
@@ -171,15 +206,14 @@ def over_from_arrow(tb: pa.Table) -> pd.DataFrame:
             "deadline": np.asarray(d["deadline"], dtype=np.float64),
         }
     )
-    return df
 
 
-def ostate_to_arrow(order_ids: Sequence[Any], state: Sequence[Any], due: Any) -> pa.Table:
+def ostate_to_arrow(order_ids: Any, state: Any, due: Any) -> pa.Table:
     due = np.asarray(due, dtype=np.float64)
     return pa.table(
         {
-            "order_id": pa.array(list(order_ids), type=pa.string()),
-            "state": pa.array(list(state), type=pa.string()),
+            "order_id": pa.array(np.asarray(order_ids, dtype=object), type=pa.string()),
+            "state": pa.array(np.asarray(state, dtype=object), type=pa.string()),
             "due": pa.array(due, type=pa.float64(), mask=np.isnan(due)),
         }
     )
@@ -191,14 +225,15 @@ def refresh_overdue(
     """The evidence of overdue units kept from the last run, at this run's time."""
     if not len(over):
         return over
+    judged: dict[str, str | None] = {}
     evs = []
-    for e, lab, dl in zip(over["evidence"], over["hop"], over["deadline"], strict=True):
-        e = dict(e)
+    for e, lab, dl in zip(over["evidence"], over["hop"].tolist(), over["deadline"].tolist(),
+                          strict=True):  # fmt: skip
         e["overdue_s"] = round((as_of - dl) / 1e6)
         if "judged_until" in e:
-            e["judged_until"] = iso(
-                min(judge_ix.get(hx[m], float(as_of)) for m in str(lab).split("|"))
-            )
+            if lab not in judged:
+                judged[lab] = iso(min(judge_ix.get(hx[m], float(as_of)) for m in lab.split("|")))
+            e["judged_until"] = judged[lab]
         evs.append(e)
     return over.assign(evidence=evs)
 
@@ -209,35 +244,25 @@ def refresh_kept(kept: pd.DataFrame, as_of: int) -> pd.DataFrame:
     if not len(kept):
         return kept
     evs, details = [], []
-    for r in kept.itertuples(index=False):
-        e = r.evidence
-        d = r.detail
+    cols = [kept[c].tolist() for c in ("kind", "hop", "from_hop", "field", "objects", "since",
+                                        "evidence", "detail")]  # fmt: skip
+    for kind, hop, fh, fl, objs, since, e, d in zip(*cols, strict=True):
         if "overdue_s" in e:
-            e = {**e, "overdue_s": round((as_of - int(r.since)) / 1e6)}
-            d = render_detail(r.kind, r.hop, r.from_hop or None, r.field or None, r.objects, e)
+            e = {**e, "overdue_s": round((as_of - int(since)) / 1e6)}
+            d = render_detail(kind, hop, fh or None, fl or None, objs, e)
         evs.append(e)
         details.append(d)
     return kept.assign(evidence=evs, detail=details)
 
 
-def merge_states(
-    ostate: pd.DataFrame, part: PartResult, affected: set[str], present: set[str]
-) -> pd.DataFrame:
-    """Every present order's state and next due: the affected orders' new ones, the others'
-    as before."""
-    keep = ostate[~ostate["order_id"].isin(affected) & ostate["order_id"].isin(present)]
-    new = pd.DataFrame({"order_id": part.order_ids, "state": part.state, "due": part.next_due})
-    return pd.concat([keep, new], ignore_index=True)
-
-
 __all__ = [
-    "Cached",
+    "VERSION",
+    "Cache",
     "cache_path",
-    "merge_states",
-    "open_cache",
     "ostate_to_arrow",
     "over_from_arrow",
     "over_to_arrow",
     "refresh_kept",
     "refresh_overdue",
+    "stale",
 ]

@@ -501,10 +501,11 @@ def vanished(overdue_: pd.DataFrame, moved: B, later: I64) -> Rows:
 def stalled(overdue_: pd.DataFrame, moved: B, last_activity: dict[str, float | None]) -> Rows:
     """Overdue on an edge, and the next hop has passed nothing that reached the first hop later:
     the hop (or the link to it) is stopped or backlogged."""
-    extra = []
-    for lab in overdue_["hop"]:
+    seen: dict[str, str | None] = {}
+    for lab in set(overdue_["hop"].tolist()):
         known = [x for x in (last_activity.get(m) for m in str(lab).split("|")) if x is not None]
-        extra.append({"last_hop_event": iso(max(known)) if known else None})
+        seen[lab] = iso(max(known)) if known else None
+    extra = [{"last_hop_event": seen[lab]} for lab in overdue_["hop"].tolist()]
     return _edge_rows("stalled", overdue_, ~moved, extra)
 
 

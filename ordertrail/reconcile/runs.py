@@ -3,7 +3,7 @@ the orders still in flight."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from types import SimpleNamespace
 from typing import Any
 
@@ -65,24 +65,27 @@ def update_findings(
     current: pd.DataFrame,
     in_scope: Callable[[pd.DataFrame], np.ndarray],
     present: Callable[[pd.DataFrame], np.ndarray],
-) -> None:
+) -> pd.DataFrame:
     """Upsert this run's findings; the active ones in scope that are gone become ``resolved``,
-    or ``expired`` when their order (``present`` is False) left the lookback window."""
+    or ``expired`` when their order (``present`` is False) left the lookback window. Returns
+    what :func:`read_findings` would read back: this run's findings with their status, and
+    those it resolved or expired, sorted (without reading every finding again)."""
     c = t.findings.c
     existing = pd.DataFrame(
         _tuples(
             conn.execute(
                 select(
-                    c.order_id, c.object, c.kind, c.hop, c.from_hop, c.field, c.status, c.first_run
-                )
+                    c.order_id, c.object, c.kind, c.hop, c.from_hop, c.field, c.status,
+                    c.first_run, c.since, c.detail, c.objects, c.evidence,
+                ).where(c.status.in_(ACTIVE))
             )
         ),
-        columns=[*IDENTITY, "status", "first_run"],
-    )
+        columns=[*IDENTITY, "status", "first_run", *STORED],
+    )  # fmt: skip
     cur = current[[*IDENTITY, *STORED]].copy()
     cur[IDENTITY] = cur[IDENTITY].astype(object)
     existing[IDENTITY] = existing[IDENTITY].astype(object)
-    merged = cur.merge(existing, on=IDENTITY, how="left")
+    merged = cur.merge(existing[[*IDENTITY, "status", "first_run"]], on=IDENTITY, how="left")
     was_active = merged["status"].isin(ACTIVE).to_numpy()
     merged["new_status"] = np.where(was_active, "open", "new")
     merged["first_run"] = np.where(was_active, merged["first_run"].fillna(run_id), run_id).astype(
@@ -101,9 +104,11 @@ def update_findings(
         rows, conflict=IDENTITY,
         update=["since", "detail", "objects", "evidence", "status", "first_run", "last_run"],
     )  # fmt: skip
-    active = existing[existing["status"].isin(ACTIVE)]
-    if len(active):
-        gone = active.merge(cur[IDENTITY], on=IDENTITY, how="left", indicator=True)
+    out_cols = [*IDENTITY, "since", "detail", "objects", "evidence", "status", "first_run"]
+    # as read back: the stored JSON parsed again
+    out = [(*r[:8], orjson.loads(r[8]), orjson.loads(r[9]), r[10], r[11]) for r in rows]
+    if len(existing):
+        gone = existing.merge(cur[IDENTITY], on=IDENTITY, how="left", indicator=True)
         gone = gone[gone["_merge"] == "left_only"]
         gone = gone[in_scope(gone)]
         still = present(gone) if len(gone) else np.zeros(0, dtype=bool)
@@ -112,13 +117,17 @@ def update_findings(
             .where(and_(*(getattr(c, k) == bindparam(f"k_{k}") for k in IDENTITY)))
             .values(status=bindparam("st"), last_run=run_id)
         )
-        params = [
-            {**{f"k_{k}": v for k, v in zip(IDENTITY, r, strict=True)},
-             "st": "resolved" if s_ else "expired"}
-            for r, s_ in zip(gone[IDENTITY].itertuples(index=False), still, strict=True)
-        ]  # fmt: skip
+        gcols = [gone[k].tolist() for k in (*IDENTITY, *STORED, "first_run")]
+        params = []
+        for r, s_ in zip(zip(*gcols, strict=True), still, strict=True):
+            st = "resolved" if s_ else "expired"
+            params.append({**{f"k_{k}": v for k, v in zip(IDENTITY, r[:6], strict=True)}, "st": st})
+            out.append((*r[:6], int(r[6]), r[7], orjson.loads(r[8]) if r[8] else [],
+                        orjson.loads(r[9]) if r[9] else {}, st, int(r[10])))  # fmt: skip
         for k in range(0, len(params), 5000):
             conn.execute(upd, params[k : k + 5000])
+    df = pd.DataFrame(out, columns=out_cols)
+    return df.sort_values(IDENTITY, kind="stable").reset_index(drop=True)
 
 
 def read_findings(
@@ -149,21 +158,17 @@ def run_row(conn: Connection, run_id: int) -> dict[str, Any]:
     return dict(row)
 
 
-def read_active(conn: Connection) -> pd.DataFrame:
-    """Every active finding as stored (objects and evidence parsed)."""
+def read_active(conn: Connection, exclude_kinds: Sequence[str] = ()) -> pd.DataFrame:
+    """Every active finding as stored (objects and evidence parsed), but those of
+    ``exclude_kinds``."""
     c = t.findings.c
+    cond: Any = c.status.in_(ACTIVE)
+    if exclude_kinds:
+        cond = and_(cond, c.kind.notin_(list(exclude_kinds)))
     q = select(
-        c.order_id,
-        c.object,
-        c.kind,
-        c.hop,
-        c.from_hop,
-        c.field,
-        c.since,
-        c.detail,
-        c.objects,
+        c.order_id, c.object, c.kind, c.hop, c.from_hop, c.field, c.since, c.detail, c.objects,
         c.evidence,
-    ).where(c.status.in_(ACTIVE))
+    ).where(cond)  # fmt: skip
     df = pd.DataFrame(_tuples(conn.execute(q)), columns=[*IDENTITY, *STORED])
     df["objects"] = [orjson.loads(x) if x else [] for x in df["objects"]]
     df["evidence"] = [orjson.loads(x) if x else {} for x in df["evidence"]]

@@ -169,11 +169,15 @@ def attribute_sql(
 def count_stored(conn: Connection, seq: int) -> list[Any]:
     """How many events are stored up to ingest_seq ``seq`` and which event holds ``seq``: fewer
     than before, or another event there, means events were removed (or a number reused)."""
-    n = int(
+    # all events (SQLite counts them over its smallest index) minus those after seq (a range
+    # of the primary key): far cheaper than counting the range up to seq
+    total = int(conn.execute(text("SELECT COUNT(*) FROM events")).scalar_one())
+    after = int(
         conn.execute(
-            text(f"SELECT COUNT(*) FROM events WHERE ingest_seq <= {int(seq)}")
+            text(f"SELECT COUNT(*) FROM events WHERE ingest_seq > {int(seq)}")
         ).scalar_one()
     )
+    n = total - after
     row = conn.execute(
         text(f"SELECT source, event_id FROM events WHERE ingest_seq = {int(seq)}")
     ).first()
