@@ -21,6 +21,7 @@ class Measured:
     peak_rss_mb: float
     returncode: int
     stdout: str
+    cpu_seconds: float = float("nan")  # user + system, the command and its children
 
 
 def run_measured(cmd: list[str], **kw: object) -> Measured:
@@ -47,8 +48,9 @@ def measure_isolated(
     helper = (
         "import json,resource,subprocess,sys,time;"
         "t=time.perf_counter();p=subprocess.run(json.loads(sys.argv[1]),capture_output=True,text=True);"
-        "d=time.perf_counter()-t;r=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss/1024;"
-        "print(json.dumps({'s':d,'rss':r,'rc':p.returncode,'out':p.stdout[-4000:],'err':p.stderr[-4000:]}))"
+        "d=time.perf_counter()-t;u=resource.getrusage(resource.RUSAGE_CHILDREN);r=u.ru_maxrss/1024;"
+        "print(json.dumps({'s':d,'rss':r,'cpu':u.ru_utime+u.ru_stime,'rc':p.returncode,"
+        "'out':p.stdout[-4000:],'err':p.stderr[-4000:]}))"
     )
     p = subprocess.run(
         [sys.executable, "-c", helper, json.dumps(cmd)],
@@ -61,7 +63,7 @@ def measure_isolated(
     d = json.loads(p.stdout)
     if d["rc"] != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({d['rc']}): {d['err']}")
-    return Measured(d["s"], d["rss"], d["rc"], d["out"])
+    return Measured(d["s"], d["rss"], d["rc"], d["out"], d["cpu"])
 
 
 def machine() -> str:

@@ -1,5 +1,7 @@
-"""Classification: run every rule over a state and group the unit rows into findings — one per
-(order, kind, hop, from_hop, field), listing the objects concerned — plus each order's state."""
+"""Classification in two steps. Per part of the orders: every rule that needs only that part, and
+the part's overdue units and edge populations. Over every part: vanished vs stalled (the one
+cross-order rule), then the unit rows grouped into findings — one per (order, kind, hop,
+from_hop, field), listing the objects concerned."""
 
 from __future__ import annotations
 
@@ -11,55 +13,55 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from ordertrail.reconcile.evidence import EdgeProgress
 from ordertrail.reconcile.rules import (
     INFORMATIONAL,
     KINDS,
     ORPHAN_KEEPS,
-    RULES,
+    PART_RULES,
     Context,
-    duplicate,
-    mismatch,
+    _moved,
+    edge_point_orders,
+    edge_points,
+    overdue,
+    stalled,
+    vanished,
 )
 from ordertrail.reconcile.state import COMPLETED
 
 FINDING_COLUMNS = [
-    "o", "order_id", "object", "kind", "hop", "from_hop", "field", "since", "objects", "evidence",
+    "last_seq", "order_id", "object", "kind", "hop", "from_hop", "field", "since", "objects",
+    "evidence",
 ]  # fmt: skip
 IDENTITY = ["order_id", "object", "kind", "hop", "from_hop", "field"]
+F = npt.NDArray[np.float64]
 
 
 @dataclass
-class Classification:
-    findings: pd.DataFrame  # FINDING_COLUMNS; order_id "" and object "kind:id" for unlinked
+class PartResult:
+    """What one part of the orders gives: rule rows, overdue units, edge populations, states."""
+
+    rows: pd.DataFrame
+    overdue: pd.DataFrame
+    points: dict[int, tuple[F, F]]
+    order_ids: npt.NDArray[np.object_]
+    judged: npt.NDArray[np.bool_]
     state: npt.NDArray[np.object_]  # per order: complete | in_flight | closed | finding
-    next_due: npt.NDArray[np.float64]  # per order: earliest pending deadline (NaN: none)
+    next_due: F  # per order: earliest pending deadline (NaN: none)
     waiting: dict[str, int] = field(default_factory=dict)
-    last_activity: Mapping[str, float | None] = field(default_factory=dict)
+    owners: dict[int, npt.NDArray[np.object_]] = field(default_factory=dict)  # points' orders
 
 
-def classify(
-    ctx: Context,
-    *,
-    unique_values: dict[str, dict[int, Any]] | None = None,
-    check_values: list[pd.DataFrame] | None = None,
-    on_rule: Callable[[str, int, int], None] | None = None,
-) -> Classification:
-    """Every rule over ``ctx.state``; findings of the judged orders only. ``on_rule(kind, i,
-    n)`` is told before each of the n rules runs."""
+def judge_part(ctx: Context, on_rule: Callable[[str, int, int], None] | None = None) -> PartResult:
+    """Every rule of one part of the orders (vanished and stalled are only prepared)."""
     st = ctx.state
     frames = []
-    for i, kind in enumerate(KINDS):
+    for i, (kind, rule) in enumerate(PART_RULES.items()):
         if on_rule is not None:
-            on_rule(kind, i, len(KINDS))
-        rule = RULES[kind]
-        if rule is duplicate:
-            rows = duplicate(ctx, unique_values)
-        elif rule is mismatch:
-            rows = mismatch(ctx, check_values)
-        else:
-            rows = rule(ctx)
-        frames.append(rows.frame())
-    raw = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+            on_rule(kind, i, len(PART_RULES))
+        frames.append(rule(ctx).frame())
+    raw = pd.concat(frames, ignore_index=True)
+    over = overdue(ctx)
     if len(raw):
         o = raw["o"].to_numpy(dtype=np.int64)
         has_o = o >= 0
@@ -69,35 +71,54 @@ def classify(
         orph[has_o] = ctx.orphan[o[has_o]]
         keep &= ~orph | raw["kind"].isin(ORPHAN_KEEPS).to_numpy()
         raw = raw[keep]
-    findings = _group(ctx, raw)
+    if len(over):
+        ov = over["o"].to_numpy(dtype=np.int64)
+        over = over[st.judged[ov]]
     serious = np.zeros(len(st), dtype=bool)
-    if len(findings):
-        s = findings[(findings["o"] >= 0) & ~findings["kind"].isin(INFORMATIONAL)]
+    s = raw[(raw["o"] >= 0) & ~raw["kind"].isin(INFORMATIONAL)] if len(raw) else raw
+    if len(s):
         serious[s["o"].to_numpy(dtype=np.int64)] = True
-    comp_all = st.comp_all
+    if len(over):  # an overdue unit is vanished or stalled: serious either way
+        serious[over["o"].to_numpy(dtype=np.int64)] = True
     terminal = np.zeros(len(st), dtype=bool)
     for h in ctx.plan.terminal:
-        terminal |= ~np.isnan(comp_all[:, h])
+        terminal |= ~np.isnan(st.comp_all[:, h])
     pending = ~np.isnan(ctx.pending_due)
     state = np.where(
         serious, "finding",
         np.where(pending, "in_flight",
                  np.where(ctx.closed, "closed", np.where(terminal, "complete", "in_flight")))
     ).astype(object)  # fmt: skip
-    return Classification(findings, state, ctx.pending_due, ctx.waiting, ctx.last_activity)
+    return PartResult(raw, over, edge_points(ctx), st.order_ids, st.judged, state,
+                      ctx.pending_due, dict(ctx.waiting), edge_point_orders(ctx))  # fmt: skip
 
 
-def _group(ctx: Context, raw: pd.DataFrame) -> pd.DataFrame:
+def finish(
+    parts: list[PartResult],
+    progress: Callable[[int], EdgeProgress],
+    last_activity: Mapping[str, float | None],
+) -> pd.DataFrame:
+    """Vanished vs stalled over the whole window, then every part's rows as findings."""
+    over = [p.overdue for p in parts if len(p.overdue)]
+    rows = [p.rows for p in parts if len(p.rows)]
+    if over:
+        ov = pd.concat(over, ignore_index=True)
+        moved, later = _moved(ov, progress)
+        rows.append(vanished(ov, moved, later).frame())
+        rows.append(stalled(ov, moved, dict(last_activity)).frame())
+    raw = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+    return group(raw)
+
+
+def group(raw: pd.DataFrame) -> pd.DataFrame:
     """Unit rows -> findings: objects listed, since the earliest, evidence of the earliest unit.
 
     A promise kept late and the edge into the same hop late share an identity: the edge's
     finding is kept."""
-    st = ctx.state
     if raw.empty:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in FINDING_COLUMNS})
     o = raw["o"].to_numpy(dtype=np.int64)
     raw = raw.assign(
-        order_id=[st.order_ids[i] if i >= 0 else "" for i in o],
         object=[
             x if oo < 0 and isinstance(x, str) else "" for oo, x in zip(o, raw["obj"], strict=True)
         ],
@@ -120,14 +141,11 @@ def _group(ctx: Context, raw: pd.DataFrame) -> pd.DataFrame:
     for key, f in out.items():
         objects = sorted(f["objects"])
         ev = dict(f["evidence"])
-        if objects and f["o"] >= 0:
-            kinds = sorted({x.partition(":")[0] for x in objects})
-            ev["objects_total"] = {
-                k: int(st.objects_total[k][f["o"]]) for k in kinds if k in st.objects_total
-            }
+        if not objects:
+            ev.pop("objects_total", None)
         rows.append(
             {
-                "o": f["o"],
+                "last_seq": f["last_seq"],
                 "order_id": key[0],
                 "object": key[1],
                 "kind": key[2],
@@ -145,7 +163,7 @@ def _group(ctx: Context, raw: pd.DataFrame) -> pd.DataFrame:
 
 def _new(r: Any) -> dict[str, Any]:
     return {
-        "o": int(r.o),
+        "last_seq": int(r.last_seq),
         "since": float(r.since),
         # pandas may read None back as NaN from an object column
         "objects": [r.obj] if isinstance(r.obj, str) else [],
@@ -154,15 +172,4 @@ def _new(r: Any) -> dict[str, Any]:
     }
 
 
-def last_activity(ctx: Context) -> dict[str, float | None]:
-    """The latest completed or failed event per hop among the state's events."""
-    data = ctx.state.data
-    out: dict[str, float | None] = {}
-    ok = data.phase != 1
-    for h, name in enumerate(ctx.plan.names):
-        sel = ok & (data.hop == h)
-        out[name] = float(data.t[sel].max()) if sel.any() else None
-    return out
-
-
-__all__ = ["COMPLETED", "IDENTITY", "INFORMATIONAL", "KINDS", "Classification", "classify"]
+__all__ = ["COMPLETED", "IDENTITY", "INFORMATIONAL", "KINDS", "PartResult", "finish", "judge_part"]

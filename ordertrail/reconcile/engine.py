@@ -5,25 +5,30 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
+import pyarrow as pa
 
 from ordertrail.errors import ConfigError
+from ordertrail.reconcile import incremental as inc
 from ordertrail.reconcile import runs
-from ordertrail.reconcile.backend import Loaded, SqlBackend, state_of
-from ordertrail.reconcile.classify import Classification, classify, last_activity
+from ordertrail.reconcile.backend import SqlBackend, load_delta
+from ordertrail.reconcile.classify import PartResult, finish, judge_part
+from ordertrail.reconcile.columnar import WindowDB
+from ordertrail.reconcile.evidence import EdgeProgress
 from ordertrail.reconcile.plan import Plan, compile_plan
 from ordertrail.reconcile.render import render_detail, when
 from ordertrail.reconcile.rules import KINDS, Context, iso
-from ordertrail.reconcile.state import State, first_values, value_map
 from ordertrail.schemas.config import Config
 from ordertrail.schemas.durations import format_duration
 from ordertrail.schemas.event import us_to_iso
 from ordertrail.store import Store
+from ordertrail.store import window as w
 from ordertrail.store.writer import order_bucket
 
 logger = logging.getLogger(__name__)
@@ -83,63 +88,143 @@ def in_part(bucket: int, shard: Part | None) -> bool:
     return shard is None or shard[1] <= 1 or bucket % shard[1] == shard[0]
 
 
+@dataclass
+class Evaluation:
+    """The one engine's answer for a window (or chosen orders): findings, and per part the
+    orders with their states; ``contexts`` only when asked for (trace, report)."""
+
+    findings: pd.DataFrame
+    parts: list[PartResult]
+    contexts: list[Context]
+    last_activity: dict[str, float | None]
+
+    @property
+    def order_ids(self) -> npt.NDArray[np.object_]:
+        return _cat([p.order_ids for p in self.parts], object)
+
+    @property
+    def state(self) -> npt.NDArray[np.object_]:
+        return _cat([p.state for p in self.parts], object)
+
+    @property
+    def judged(self) -> npt.NDArray[np.bool_]:
+        return _cat([p.judged for p in self.parts], bool)
+
+    @property
+    def next_due(self) -> npt.NDArray[np.float64]:
+        return _cat([p.next_due for p in self.parts], np.float64)
+
+    @property
+    def waiting(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for p in self.parts:
+            for k, v in p.waiting.items():
+                out[k] = out.get(k, 0) + v
+        return out
+
+
+def db_population(db: WindowDB) -> Callable[[int], EdgeProgress]:
+    """Each requirement's population over every part, from the window's DuckDB."""
+    cache: dict[int, EdgeProgress] = {}
+
+    def get(req: int) -> EdgeProgress:
+        if req not in cache:
+            cache.clear()  # one edge's points at a time
+            cache[req] = EdgeProgress(*db.points(req))
+        return cache[req]
+
+    return get
+
+
+def _cat(arrs: list[Any], dtype: Any) -> Any:
+    return np.concatenate(arrs) if arrs else np.empty(0, dtype=dtype)
+
+
 def evaluate(
     plan: Plan,
-    loaded: Loaded,
+    db: WindowDB,
     as_of: int,
     judge: dict[str, float],
     *,
     window_start: int | None,
     chosen: list[str] | None = None,
     backend: SqlBackend | None = None,
-    progress: Any = None,
+    progress: Callable[[int], Any] | None = None,
     last: dict[str, float | None] | None = None,
-    on_rule: Callable[[str, int, int], None] | None = None,
-) -> tuple[State, Classification]:
-    """Build the state and run every rule: the one engine, for a window or chosen orders."""
-    st = state_of(plan, loaded, chosen)
-    ctx = Context(
-        st,
-        as_of,
-        {plan.hx[h]: v for h, v in judge.items() if h in plan.hx},
-        window_start=window_start,
-        progress=progress,
-        event_keys=backend.event_keys if backend else None,
-        started_before=(
-            (lambda ids: backend.started_before(ids, window_start))
-            if backend is not None and window_start is not None
-            else None
-        ),
-    )
-    ctx.last_activity = last if last is not None else last_activity(ctx)
-    uniq = {k: value_map(v) for k, v in loaded.unique_values.items()}
-    checks = [
-        first_values(st, av, [plan.hx[h] for h in chk.hops])
-        for chk, av in zip(plan.config.checks, loaded.check_values, strict=True)
-    ]
-    return st, classify(ctx, unique_values=uniq, check_values=checks, on_rule=on_rule)
+    on_part: Callable[[int, int], None] | None = None,
+    keep_contexts: bool = False,
+) -> Evaluation:
+    """Every rule over the window staged in ``db``, one hash part of the orders at a time; then
+    vanished vs stalled over every part (from ``progress`` when given: a probe for chosen
+    orders). The one engine, for a window or chosen orders."""
+    judge_ix = {plan.hx[h]: v for h, v in judge.items() if h in plan.hx}
+    last = last if last is not None else db.last_activity()
+    parts: list[PartResult] = []
+    contexts: list[Context] = []
+    for p in range(db.n_parts):
+        if on_part is not None:
+            on_part(p, db.n_parts)
+        st, facts = db.part_state(p, chosen)
+        ctx = Context(
+            st, as_of, judge_ix, window_start=window_start, facts=facts,
+            event_keys=backend.event_keys if backend else None,
+            started_before=(
+                (lambda ids: backend.started_before(ids, window_start))
+                if backend is not None and window_start is not None
+                else None
+            ),
+        )  # fmt: skip
+        ctx.last_activity = last
+        part = judge_part(ctx)
+        if progress is None:  # the populations wait in DuckDB, not here
+            db.add_points(part.points, part.owners)
+            part.points, part.owners = {}, {}
+        parts.append(part)
+        if keep_contexts:
+            contexts.append(ctx)
+    findings = finish(parts, progress or db_population(db), last)
+    return Evaluation(findings, parts, contexts, last)
 
 
-def finish_findings(findings: pd.DataFrame, st: State, backend: SqlBackend | None) -> pd.DataFrame:
+def finish_findings(findings: pd.DataFrame, backend: SqlBackend | None) -> pd.DataFrame:
     """Evidence of the order's last event, then the detail rendered from the evidence."""
     if findings.empty:
         return findings.assign(detail=pd.Series(dtype=object))
-    o = findings["o"].to_numpy(dtype=np.int64)
-    seqs = [int(st.last_seq[i]) for i in o if i >= 0 and st.last_seq[i] >= 0]
+    last = findings["last_seq"].to_numpy(dtype=np.int64)
+    seqs = sorted({int(x) for x in last if x >= 0})
     details = backend.event_details(seqs) if backend and seqs else {}
     evs = []
-    for i, ev in zip(o, findings["evidence"], strict=True):
+    for i, ev in zip(last, findings["evidence"], strict=True):
         ev = dict(ev)
-        d = details.get(int(st.last_seq[i])) if i >= 0 else None
+        d = details.get(int(i)) if i >= 0 else None
         if d:
             ev["last_event"] = {**d, "at": us_to_iso(d["at"])}
         evs.append(ev)
     findings = findings.assign(evidence=evs)
+    cols = [findings[c].tolist() for c in ("kind", "hop", "from_hop", "field", "objects")]
     findings["detail"] = [
-        render_detail(r.kind, r.hop, r.from_hop or None, r.field or None, r.objects, r.evidence)
-        for r in findings.itertuples(index=False)
+        render_detail(k, h, fh or None, fl or None, ob, e)
+        for k, h, fh, fl, ob, e in zip(*cols, evs, strict=True)
     ]
     return findings
+
+
+@dataclass
+class Judged:
+    """What either path of a run (full or incremental) hands to the recording of the run."""
+
+    findings: pd.DataFrame  # this run's findings, evidence finished and details rendered
+    n_orders: int  # orders judged (in the shard)
+    state_counts: dict[str, int]
+    pending: list[tuple[str, int | None]]  # in-flight orders to store, with their next due
+    pending_scope: list[str] | None  # incremental: the orders whose in-flight rows are replaced
+    present: Callable[[Sequence[str]], set[str]]  # which of these orders are in the window
+    present_objects: set[str]
+    unlinked: int
+    n_events: int
+    last_activity: dict[str, float | None]
+    waiting: dict[str, int]
+    judged_again: int | None = None  # incremental: orders judged again
 
 
 def reconcile(
@@ -154,9 +239,11 @@ def reconcile(
 ) -> RunResult:
     """Reconcile the orders in the lookback window ending at ``as_of`` (µs; default now).
 
-    ``incremental`` records the run as incremental when an earlier comparable run exists; the
-    window is evaluated whole (so the result is the full run's), and only the orders of
-    ``shard`` are reported when it is given. ``workers`` is accepted for compatibility.
+    ``incremental``: bring the last run's cache (see ``incremental.py``) forward and judge only
+    the orders affected since — the result is the full run's; without a usable cache the run is
+    full and leaves one (a cache that exists is kept up to date by full runs too). Only the
+    orders of ``shard`` are reported when it is given (a sharded run is always full and leaves
+    the cache alone). ``workers`` is accepted for compatibility.
     """
     t_start = time.perf_counter()
     started_at = time.time_ns() // 1000  # the runs table records the whole run's span
@@ -171,28 +258,213 @@ def reconcile(
     max_seq = store.max_ingest_seq()
     with store.engine.connect() as conn:
         prev = runs.last_run(conn, shard_label)
+        latest = runs.last_run(conn, None)
     mode = "full"
     if incremental:
         if prev and prev["config_hash"] == config.fingerprint and prev["as_of"] <= as_of:
             mode = "incremental"
         else:
             logger.info("no comparable earlier run: running in full")
+    path = inc.cache_path(store) if shard is None else None
+    cache = inc.Cache(path) if path is not None and (incremental or path.exists()) else None
+    held = cache.acquire() if cache is not None else False
 
     # stages, in percent of the run: load 0-35, state 35-50, rules 50-90, evidence and write 90-100
     def stage(name: str, pct: float) -> None:
         if progress:
             progress(name, int(pct), 100)
 
-    stage("reading the window", 0)
-    loaded = backend.load(plan, lo, hi)
-    stage("resolving orders and objects", 35)
-    st, cls = evaluate(
-        plan, loaded, as_of, judge, window_start=lo, backend=backend,
-        on_rule=lambda k, i, n: stage(f"rule {k}", 50 + 40 * i / n),
+    db: WindowDB | None = None
+    try:
+        opened = None
+        if mode == "incremental" and held and cache is not None and latest is not None:
+            opened = cache.open(plan, config.engine.memory)
+            if opened is not None:
+                why = inc.stale(
+                    opened[1], latest, config.fingerprint, lambda m: _count_stored(store, m),
+                    judge, lo, hi,
+                )  # fmt: skip
+                if why:
+                    logger.info("the incremental cache is stale (%s): running in full", why)
+                    opened[0].close()
+                    opened = None
+        if opened is not None:
+            db, meta = opened
+            db.con.execute("BEGIN TRANSACTION")
+            stage("reading what changed", 0)
+            jd = _judge_incremental(plan, backend, store, db, meta, as_of, lo, hi, max_seq,
+                                    judge, stage)  # fmt: skip
+        else:
+            if held and cache is not None:
+                cache.discard_tmp()
+            stage("reading the window", 0)
+            db = backend.window(
+                plan, lo, hi, memory=config.engine.memory, max_seq=max_seq,
+                path=cache.tmp if held and cache is not None else None,
+            )  # fmt: skip
+            jd = _judge_full(plan, backend, db, as_of, lo, judge, config, stage, shard)
+        result, run_row = _record(store, config, jd, shard, shard_label, mode, as_of, lo, max_seq,
+                                  watermarks, t_start, stage, started_at)  # fmt: skip
+        if mode == "incremental":
+            result.run["incremental"] = {
+                "cache": opened is not None,
+                "judged": jd.judged_again if opened is not None else jd.n_orders,
+            }
+        if held and cache is not None:
+            _keep_cache(db, cache, opened is not None, run_row, config, judge, lo, hi, max_seq,
+                        store)  # fmt: skip
+            db = None
+    finally:
+        if db is not None:
+            db.close()
+        if cache is not None:
+            if held:
+                cache.discard_tmp()
+            cache.release()
+    stage("done", 100)
+    return result
+
+
+def _judge_full(
+    plan: Plan, backend: SqlBackend, db: WindowDB, as_of: int, lo: int,
+    judge: dict[str, float], config: Config, stage: Callable[[str, float], None],
+    shard: Part | None,
+) -> Judged:  # fmt: skip
+    """Every order of the window judged."""
+    stage("resolving orders and objects", 30)
+    db.resolve(config.engine.part_orders)
+    ev = evaluate(
+        plan, db, as_of, judge, window_start=lo, backend=backend,
+        on_part=lambda p, n: stage(f"part {p + 1} of {n}", 40 + 50 * p / n),
     )  # fmt: skip
+    order_ids, states, due = ev.order_ids, ev.state, ev.next_due
+    if db.path is not None:  # a cache: every order's state, every overdue unit
+        overs = [p.overdue for p in ev.parts if len(p.overdue)]
+        db.keep_tables({
+            "over": inc.over_to_arrow(pd.concat(overs, ignore_index=True) if overs
+                                      else pd.DataFrame()),
+            "ostate": inc.ostate_to_arrow(order_ids, states, due),
+        })  # fmt: skip
     stage("evidence", 90)
-    findings = finish_findings(cls.findings, st, backend)
+    judged = (
+        np.array([in_part(order_bucket(o), shard) for o in order_ids], dtype=bool)
+        if shard
+        else np.ones(len(order_ids), dtype=bool)
+    )
+    pending = [
+        (o, None if np.isnan(d) else int(d))
+        for o, s_, d, j in zip(order_ids, states, due, judged, strict=True)
+        if s_ == "in_flight" and j
+    ]
+    counts = pd.Series(states[judged]).value_counts().to_dict() if len(states) else {}
+    everyone = set(order_ids.tolist())
+    return Judged(
+        finish_findings(ev.findings, backend), int(judged.sum()),
+        {str(k): int(v) for k, v in counts.items()}, pending, None,
+        lambda ids: {o for o in ids if o in everyone},
+        db.present_objects(), db.unlinked_count(), db.event_count(), ev.last_activity,
+        ev.waiting,
+    )  # fmt: skip
+
+
+def _judge_incremental(
+    plan: Plan, backend: SqlBackend, store: Store, db: WindowDB, meta: dict[str, Any],
+    as_of: int, lo: int, hi: int, max_seq: int, judge: dict[str, float],
+    stage: Callable[[str, float], None],
+) -> Judged:  # fmt: skip
+    """Only the orders affected since the cached run judged; vanished vs stalled decided again
+    for every overdue unit; the other orders' findings kept."""
+    load_delta(backend, db, lo, hi, meta["hi"], meta["max_seq"], max_seq)
+    stage("resolving orders and objects", 30)
+    db.resolve(2**62)  # one part: the affected orders are chosen below
+    with store.engine.connect() as conn:
+        kept = runs.read_active(conn, exclude_kinds=("vanished", "stalled"))
+    orphans = kept[(kept["kind"] == "orphan") & (kept["object"] == "")
+                   & (kept["since"] <= lo + plan.longest_path)]  # fmt: skip
+    redo, affected = db.affected(as_of, orphans["order_id"].tolist())
+    stage(f"judging {len(affected):,} affected orders", 40)
+    judge_ix = {plan.hx[h]: v for h, v in judge.items() if h in plan.hx}
+    st, facts = db.part_state(
+        0, orders=pa.table({"order_id": pa.array(affected, type=pa.string())})
+    )
+    ctx = Context(
+        st, as_of, judge_ix, window_start=lo, facts=facts, event_keys=backend.event_keys,
+        started_before=lambda ids: backend.started_before(ids, lo),
+    )  # fmt: skip
+    last = db.last_activity()
+    ctx.last_activity = last
+    part = judge_part(ctx)
+    db.drop_points(redo)
+    db.add_points(part.points, part.owners)
+    over = inc.refresh_overdue(inc.over_from_arrow(db.kept_overdue()), as_of, judge_ix, plan.hx)
+    db.replace_kept(
+        inc.over_to_arrow(part.overdue),
+        inc.ostate_to_arrow(part.order_ids, part.state, part.next_due),
+    )
+    all_over = pd.concat([x for x in (over, part.overdue) if len(x)], ignore_index=True) if (
+        len(over) or len(part.overdue)) else part.overdue  # fmt: skip
+    stage("vanished or stalled", 70)
+    new = finish([PartResult(part.rows, all_over, {}, part.order_ids, part.judged, part.state,
+                             part.next_due)], db_population(db), last)  # fmt: skip
+    stage("evidence", 90)
+    new = finish_findings(new, backend)
+    redo_set = set(redo)
+    keep = kept[~kept["order_id"].isin(redo_set) & (kept["order_id"] != "")]
+    keep = inc.refresh_kept(keep, as_of)
+    findings = pd.concat([x for x in (new, keep) if len(x)], ignore_index=True) if (
+        len(new) or len(keep)) else new  # fmt: skip
+    pending = [
+        (o, None if np.isnan(d) else int(d))
+        for o, s_, d in zip(part.order_ids, part.state, part.next_due, strict=True)
+        if s_ == "in_flight"
+    ]
+    counts = db.state_counts()
+    return Judged(
+        findings, sum(counts.values()), counts, pending, redo, db.present_orders,
+        db.present_objects(), db.unlinked_count(), db.event_count(), last, dict(part.waiting),
+        len(affected),
+    )  # fmt: skip
+
+
+def _count_stored(store: Store, seq: int) -> list[Any]:
+    with store.engine.connect() as conn:
+        return w.count_stored(conn, seq)
+
+
+def _keep_cache(
+    db: WindowDB, cache: inc.Cache, in_place: bool, run_row: dict[str, Any], config: Config,
+    judge: dict[str, float], lo: int, hi: int, max_seq: int, store: Store,
+) -> None:  # fmt: skip
+    """Keep this run's working database for the next incremental run (best effort: a cache
+    that cannot be written costs the next run its speed, never its result). The database is
+    closed here."""
+    meta = {
+        "version": inc.VERSION, "run_id": run_row["id"], "started_at": run_row["started_at"],
+        "as_of": run_row["as_of"], "max_seq": max_seq, "config_hash": config.fingerprint,
+        "lo": lo, "hi": hi, "judge": judge, "stored": _count_stored(store, max_seq),
+    }  # fmt: skip
+    try:
+        db.keep(meta)
+        if in_place:
+            db.con.execute("COMMIT")
+        db.con.execute("CHECKPOINT")
+        db.close()
+        if not in_place:
+            cache.install()
+    except Exception as e:
+        db.close()
+        logger.warning("cannot keep the incremental cache at %s: %s", cache.path, e)
+
+
+def _record(
+    store: Store, config: Config, jd: Judged, shard: Part | None, shard_label: str, mode: str,
+    as_of: int, lo: int, max_seq: int, watermarks: dict[str, int | None], t_start: float,
+    stage: Callable[[str, float], None], started_at: int,
+) -> tuple[RunResult, dict[str, Any]]:  # fmt: skip
+    """Record the run: findings with their lifecycle, in-flight orders, incidents."""
     stage("writing the run", 95)
+    findings = jd.findings
+    present_objects = jd.present_objects
 
     def bucket_of(order_id: str, obj: str) -> int:
         return order_bucket(order_id or obj)
@@ -210,43 +482,29 @@ def reconcile(
 
     if shard is not None and len(findings):
         findings = findings[in_scope(findings)]
-    present_orders = set(st.order_ids.tolist())
-    present_objects = set(loaded.data.obj_names[np.unique(loaded.data.m_obj)].tolist())
 
     def present(df: pd.DataFrame) -> np.ndarray:
+        orders = df["order_id"].tolist()
+        here = jd.present([o for o in orders if o])
         return np.array(
-            [(o in present_orders) if o else (b in present_objects)
-             for o, b in zip(df["order_id"], df["object"], strict=True)],
+            [(o in here) if o else (b in present_objects)
+             for o, b in zip(orders, df["object"].tolist(), strict=True)],
             dtype=bool,
         )  # fmt: skip
 
-    judged = (
-        np.array([in_part(order_bucket(o), shard) for o in st.order_ids], dtype=bool)
-        if shard
-        else np.ones(len(st), dtype=bool)
-    )
-    pending = [
-        (o, None if np.isnan(d) else int(d))
-        for o, s_, d, j in zip(st.order_ids, cls.state, cls.next_due, judged, strict=True)
-        if s_ == "in_flight" and j
-    ]
     with store.engine.begin() as conn:
         run_id = runs.start_run(
             conn, as_of, mode, shard_label, config.fingerprint, max_seq, started_at
         )
-        runs.update_findings(conn, run_id, findings, in_scope, present)
-        runs.replace_pending(conn, run_id, _bucket_sql(shard), None, pending)
-        out = runs.read_findings(conn, run_id, in_scope if shard is not None else None)
-        incidents = _incidents(config, out, cls, watermarks, as_of)
+        out = runs.update_findings(conn, run_id, findings, in_scope, present)
+        runs.replace_pending(conn, run_id, _bucket_sql(shard), jd.pending_scope, jd.pending)
+        incidents = _incidents(config, out, jd, jd.last_activity, watermarks, as_of)
         runs.write_incidents(conn, run_id, incidents)
         active = out[out["status"].isin(runs.ACTIVE)]
         summary = {k: int(v) for k, v in active["kind"].value_counts().items()}
         summary = {k: summary[k] for k in KINDS if k in summary}
-        n_orders = int(judged.sum())
-        unlinked = int(st.unlinked["obj"].nunique()) if len(st.unlinked) else 0
-        runs.finish_run(conn, run_id, n_orders, len(loaded.data), summary, unlinked)
-    stage("done", 100)
-    states = pd.Series(cls.state[judged]).value_counts().to_dict() if len(cls.state) else {}
+        runs.finish_run(conn, run_id, jd.n_orders, jd.n_events, summary, jd.unlinked)
+        run_row = runs.run_row(conn, run_id)
     by_hop: dict[str, dict[str, int]] = {}
     for (h, k), v in active.groupby(["hop", "kind"]).size().items():
         by_hop.setdefault(str(h), {})[str(k)] = int(v)
@@ -256,27 +514,26 @@ def reconcile(
         "window_start": us_to_iso(lo),
         "mode": mode,
         "shard": shard_label or None,
-        "orders": n_orders,
-        "events": len(loaded.data),
+        "orders": jd.n_orders,
+        "events": jd.n_events,
         "findings": len(active),
         "resolved": int((out["status"] == "resolved").sum()),
         "expired": int((out["status"] == "expired").sum()),
-        "unlinked": unlinked,
+        "unlinked": jd.unlinked,
         "seconds": round(time.perf_counter() - t_start, 3),
         "pipeline": config.pipeline.name,
     }
-    run["notes"] = _notes(store, config, loaded, lo, as_of)
-    findings_out = [runs.finding_dict(r, us_to_iso) for r in out.itertuples(index=False)]
-    return RunResult(
-        run, summary, findings_out, incidents, by_hop, {str(k): int(v) for k, v in states.items()}
-    )
+    run["notes"] = _notes(store, config, jd.n_events, lo, as_of)
+    findings_out = runs.finding_dicts(out, us_to_iso)
+    result = RunResult(run, summary, findings_out, incidents, by_hop, jd.state_counts)
+    return result, run_row
 
 
-def _notes(store: Store, config: Config, loaded: Loaded, lo: int, as_of: int) -> list[str]:
+def _notes(store: Store, config: Config, n_events: int, lo: int, as_of: int) -> list[str]:
     """What a reader must know to trust "no findings": an empty window, a source that never
     matched a file or was never read."""
     notes = []
-    if not len(loaded.data):
+    if not n_events:
         notes.append(
             f"no event between {us_to_iso(lo)} and {us_to_iso(as_of)}: nothing was judged "
             "(is this the right store, and were the sources ingested?)"
@@ -298,15 +555,15 @@ def _bucket_sql(shard: Part | None) -> str | None:
 
 
 def _incidents(
-    config: Config, findings: pd.DataFrame, cls: Classification, watermarks: dict[str, int | None],
-    as_of: int,
+    config: Config, findings: pd.DataFrame, ev: Evaluation | Judged,
+    last_activity: dict[str, float | None], watermarks: dict[str, int | None], as_of: int,
 ) -> list[dict[str, Any]]:  # fmt: skip
     out: list[dict[str, Any]] = []
     active = findings[findings["status"].isin(runs.ACTIVE)]
     stalled = active[active["kind"] == "stalled"]
     for hop, grp in stalled.groupby("hop", sort=True):
         oldest = int(grp["since"].min())
-        acts = [cls.last_activity.get(m) for m in str(hop).split("|")]
+        acts = [last_activity.get(m) for m in str(hop).split("|")]
         known = [x for x in acts if x is not None and not np.isnan(x)]
         last = max(known) if known else None
         since = int(last) if last is not None and last < oldest else oldest
@@ -327,7 +584,7 @@ def _incidents(
         if wm is not None and wm >= as_of - skew:
             continue
         hops = [s.hop] if s.hop else list(config.hop_names)
-        n = sum(v for h, v in cls.waiting.items() if any(x in hops for x in h.split("|")))
+        n = sum(v for h, v in ev.waiting.items() if any(x in hops for x in h.split("|")))
         if n == 0 and wm is not None:
             continue
         behind = (

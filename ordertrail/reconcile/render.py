@@ -14,6 +14,8 @@ def when(iso: str | None) -> str:
     """ISO-8601 UTC -> '2026-03-01 14:05 UTC' (None -> '?')."""
     if not iso:
         return "?"
+    if len(iso) >= 17 and iso[10] == "T" and iso.endswith("Z"):  # as us_to_iso writes it
+        return f"{iso[:10]} {iso[11:16]} UTC"
     dt = datetime.fromisoformat(iso.replace("Z", "+00:00"))
     return dt.strftime("%Y-%m-%d %H:%M UTC")
 

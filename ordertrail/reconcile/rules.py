@@ -17,7 +17,7 @@ import pandas as pd
 
 from ordertrail.reconcile.evidence import EdgeProgress
 from ordertrail.reconcile.plan import Plan, Requirement
-from ordertrail.reconcile.state import COMPLETED, MISSING, State, Units, condition_mask, kind_index
+from ordertrail.reconcile.state import COMPLETED, State, Units, condition_mask
 from ordertrail.schemas.event import us_to_iso
 
 F = npt.NDArray[np.float64]
@@ -51,10 +51,15 @@ def _nanmin(arrs: Iterable[F], n: int) -> F:
 
 @dataclass
 class Rows:
-    """Unit rows of one kind, before grouping into findings."""
+    """Unit rows of one kind, before grouping into findings. Rows carry their order's id (""
+    for an unlinked object), so the rows of one finding may come from any part of the window;
+    an object row's evidence says how many objects of its kind the order has."""
 
     kind: str
+    state: State | None = None
     o: list[I64] = field(default_factory=list)
+    order_id: list[Any] = field(default_factory=list)
+    last_seq: list[I64] = field(default_factory=list)  # the order's last event (evidence)
     hop: list[Any] = field(default_factory=list)
     from_hop: list[Any] = field(default_factory=list)
     since: list[F] = field(default_factory=list)
@@ -64,12 +69,32 @@ class Rows:
 
     def add(
         self, o: I64, hop: Any, from_hop: Any, since: F, obj: Any, evidence: list[dict[str, Any]],
-        fld: Any = "",
+        fld: Any = "", order_id: Any = None, last_seq: Any = None,
     ) -> None:  # fmt: skip
         if len(o) == 0:
             return
         n = len(o)
-        self.o.append(np.asarray(o, dtype=np.int64))
+        o = np.asarray(o, dtype=np.int64)
+        objs = np.asarray(obj, dtype=object)
+        st = self.state
+        if order_id is None:
+            assert st is not None
+            order_id = np.array([st.order_ids[i] if i >= 0 else "" for i in o], dtype=object)
+        if last_seq is None:
+            last_seq = (
+                np.where(o >= 0, st.last_seq[np.maximum(o, 0)], -1)
+                if st is not None and len(st.last_seq)
+                else np.full(n, -1, dtype=np.int64)
+            )
+        if st is not None:
+            for i, x, e in zip(o, objs, evidence, strict=True):
+                if isinstance(x, str) and i >= 0:
+                    k = x.partition(":")[0]
+                    if k in st.objects_total:
+                        e["objects_total"] = {k: int(st.objects_total[k][i])}
+        self.o.append(o)
+        self.order_id.append(np.asarray(order_id, dtype=object))
+        self.last_seq.append(np.asarray(last_seq, dtype=np.int64))
         self.hop.append(
             np.asarray(hop, dtype=object)
             if not isinstance(hop, str)
@@ -81,25 +106,29 @@ class Rows:
             else np.asarray(from_hop, dtype=object)
         )
         self.since.append(np.asarray(since, dtype=np.float64))
-        self.obj.append(np.asarray(obj, dtype=object))
+        self.obj.append(objs)
         self.evidence.append(evidence)
         self.field_.append(
             np.full(n, fld, dtype=object) if isinstance(fld, str) else np.asarray(fld, dtype=object)
         )
 
     def frame(self) -> pd.DataFrame:
+        cols = ("order_id", "hop", "from_hop", "field", "obj", "evidence")
         if not self.o:
             return pd.DataFrame(
-                {
-                    c: pd.Series(dtype=object)
-                    for c in ("hop", "from_hop", "field", "obj", "evidence")
+                {c: pd.Series(dtype=object) for c in cols}
+                | {
+                    "o": pd.Series(dtype=np.int64),
+                    "since": pd.Series(dtype=np.float64),
+                    "last_seq": pd.Series(dtype=np.int64),
                 }
-                | {"o": pd.Series(dtype=np.int64), "since": pd.Series(dtype=np.float64)}
             ).assign(kind=pd.Series(dtype=object))
         ev: list[dict[str, Any]] = [e for part in self.evidence for e in part]
         return pd.DataFrame(
             {
                 "o": np.concatenate(self.o),
+                "last_seq": np.concatenate(self.last_seq),
+                "order_id": np.concatenate(self.order_id),
                 "kind": self.kind,
                 "hop": np.concatenate(self.hop),
                 "from_hop": np.concatenate(self.from_hop),
@@ -119,7 +148,7 @@ class Context:
     as_of: int
     judge: dict[int, float]  # hop index -> judge time
     window_start: int | None = None
-    progress: ProgressProvider | None = None
+    facts: Any = None  # columnar.Facts: duplicates, check values, unlinked objects (from SQL)
     event_keys: EventKeys | None = None
     # order ids -> those with an event of their own at or before the window start
     started_before: Callable[[list[str]], set[str]] | None = None
@@ -250,8 +279,6 @@ class EdgeFacts:
     label: npt.NDArray[np.object_]
     judge: F
     overdue: B
-    moved: B
-    later: I64
     late: B
     ooo_unit: B | None  # per unit (same each), else None
     ooo_order: B | None  # per order
@@ -260,11 +287,19 @@ class EdgeFacts:
     missing_attrs: list[tuple[str, ...]] | None
 
 
+def _const(value: Any, n: int) -> npt.NDArray[np.object_]:
+    """n copies of one value as a read-only view (an object array of a million equal strings
+    costs a million reference counts)."""
+    one = np.empty(1, dtype=object)
+    one[0] = value
+    return np.broadcast_to(one, (n,))
+
+
 def _label_table(plan: Plan, req: Requirement, act: list[B]) -> npt.NDArray[np.object_]:
     """Per order, the hop a finding names: the target, or the group's active members."""
     n = len(act[0]) if act else 0
     if not req.group:
-        return np.full(n, plan.names[req.targets[0]], dtype=object)
+        return _const(plan.names[req.targets[0]], n)
     code = np.zeros(n, dtype=np.int64)
     for i, a in enumerate(act):
         code |= a.astype(np.int64) << i
@@ -328,20 +363,6 @@ def edge_facts(ctx: Context) -> list[EdgeFacts]:
         if waits.any():
             for lab, cnt in pd.Series(labels[uo[waits]]).value_counts().items():
                 ctx.waiting[str(lab)] = ctx.waiting.get(str(lab), 0) + int(cnt)
-        moved = np.zeros(len(u), dtype=bool)
-        later = np.zeros(len(u), dtype=np.int64)
-        oi = np.flatnonzero(overdue)
-        if len(oi):
-            pop_ok = ~np.isnan(ta) & ~np.isnan(reach)
-            if ctx.progress is not None:
-                prog = ctx.progress(req, ta, reach)
-            else:
-                prog = EdgeProgress(ta[pop_ok], reach[pop_ok])
-            mv = prog.moved_on(ta[oi], deadline[oi])
-            moved[oi] = mv
-            vi = oi[mv]
-            if len(vi):
-                later[vi] = prog.count_later(ta[vi], deadline[vi])
         # out of order: per object when both hops have the object's kind, else per order
         ooo_unit = ooo_order = first_a = first_b = None
         same = req.each is not None and plan.each[req.src] == req.each
@@ -362,8 +383,6 @@ def edge_facts(ctx: Context) -> list[EdgeFacts]:
                 labels[uo],
                 jd,
                 overdue,
-                moved,
-                later,
                 late,
                 ooo_unit,
                 ooo_order,
@@ -376,15 +395,18 @@ def edge_facts(ctx: Context) -> list[EdgeFacts]:
     return out
 
 
-def _edge_rows(ctx: Context, kind: str, pick: Callable[[EdgeFacts], B]) -> Rows:
-    rows = Rows(kind)
+def overdue(ctx: Context) -> pd.DataFrame:
+    """Every unit overdue on an edge (not yet told vanished from stalled: that needs the whole
+    window's population), with its evidence so far: columns order_id, o, req, hop (the label),
+    from_hop, obj, ta, deadline, evidence."""
     plan = ctx.plan
-    last = ctx.last_activity
+    parts = []
     for f in edge_facts(ctx):
-        ix = np.flatnonzero(pick(f))
+        ix = np.flatnonzero(f.overdue)
         if not len(ix):
             continue
         a = plan.names[f.req.src]
+        rows = Rows("overdue", ctx.state)
         ev = []
         for i in ix:
             o = int(f.u.order[i])
@@ -393,37 +415,103 @@ def _edge_rows(ctx: Context, kind: str, pick: Callable[[EdgeFacts], B]) -> Rows:
                 overdue_s=round((ctx.as_of - f.deadline[i]) / 1e6),
                 judged_until=iso(f.judge[i]),
             )  # fmt: skip
-            if kind == "vanished":
-                e["later_orders"] = int(f.later[i])
-                if f.req.group:  # the count is over every member of the group
-                    e["later_reached"] = [plan.names[m] for m in f.req.targets]
-            else:
-                lab = str(f.label[i])
-                acts = [last.get(m) for m in lab.split("|")]
-                known = [x for x in acts if x is not None]
-                e["last_hop_event"] = iso(max(known)) if known else None
             if f.missing_attrs is not None and f.missing_attrs[o]:
                 e["missing_attributes"] = list(f.missing_attrs[o])
+            if f.req.group:  # the later-units count runs over every member of the group
+                e["later_reached"] = [plan.names[m] for m in f.req.targets]
             ev.append(e)
         rows.add(f.u.order[ix], f.label[ix], a, f.deadline[ix], f.u.obj[ix], ev)
+        df = rows.frame().assign(
+            req=plan.requirements.index(f.req), ta=f.ta[ix], deadline=f.deadline[ix]
+        )
+        parts.append(df)
+    if not parts:
+        return (
+            Rows("overdue")
+            .frame()
+            .assign(
+                req=pd.Series(dtype=np.int64),
+                ta=pd.Series(dtype=float),
+                deadline=pd.Series(dtype=float),
+            )
+        )
+    return pd.concat(parts, ignore_index=True)
+
+
+def edge_points(ctx: Context) -> dict[int, tuple[F, F]]:
+    """Per requirement, its population in this part: (time at its source hop, first reach of
+    its target) of every unit that has both — conditions, closing and orphans aside."""
+    out: dict[int, tuple[F, F]] = {}
+    for k, f in enumerate(edge_facts(ctx)):
+        ok = ~np.isnan(f.ta) & ~np.isnan(f.reach)
+        out[k] = (f.ta[ok], f.reach[ok])
+    return out
+
+
+def edge_point_orders(ctx: Context) -> dict[int, npt.NDArray[np.object_]]:
+    """The order of each point of :func:`edge_points`, in the same order."""
+    out: dict[int, npt.NDArray[np.object_]] = {}
+    for k, f in enumerate(edge_facts(ctx)):
+        ok = ~np.isnan(f.ta) & ~np.isnan(f.reach)
+        out[k] = ctx.state.order_ids[f.u.order[ok]]
+    return out
+
+
+def _moved(overdue_: pd.DataFrame, progress: Callable[[int], EdgeProgress]) -> tuple[B, I64]:
+    """For each overdue unit: did the edge's target pass, after its deadline, a unit that reached
+    the source later (vanished), and how many (exact)."""
+    moved = np.zeros(len(overdue_), dtype=bool)
+    later = np.zeros(len(overdue_), dtype=np.int64)
+    if not len(overdue_):
+        return moved, later
+    req = overdue_["req"].to_numpy(dtype=np.int64)
+    ta = overdue_["ta"].to_numpy(dtype=float)
+    dl = overdue_["deadline"].to_numpy(dtype=float)
+    for r in np.unique(req):
+        ix = np.flatnonzero(req == r)
+        prog = progress(int(r))
+        mv = prog.moved_on(ta[ix], dl[ix])
+        moved[ix] = mv
+        vi = ix[mv]
+        if len(vi):
+            later[vi] = prog.count_later(ta[vi], dl[vi])
+    return moved, later
+
+
+def _edge_rows(kind: str, overdue_: pd.DataFrame, pick: B, extra: list[dict[str, Any]]) -> Rows:
+    rows = Rows(kind)
+    ix = np.flatnonzero(pick)
+    if len(ix):
+        sub = overdue_.iloc[ix]
+        ev = [{**e, **x} for e, x in zip(sub["evidence"], [extra[i] for i in ix], strict=True)]
+        rows.add(sub["o"].to_numpy(dtype=np.int64), sub["hop"].to_numpy(dtype=object),
+                 sub["from_hop"].to_numpy(dtype=object), sub["deadline"].to_numpy(dtype=float),
+                 sub["obj"].to_numpy(dtype=object), ev,
+                 order_id=sub["order_id"].to_numpy(dtype=object),
+                 last_seq=sub["last_seq"].to_numpy(dtype=np.int64))  # fmt: skip
     return rows
 
 
-def vanished(ctx: Context) -> Rows:
+def vanished(overdue_: pd.DataFrame, moved: B, later: I64) -> Rows:
     """Overdue on an edge, and the next hop has since passed an order (or object) that reached
     the edge's first hop later: the pipeline moved on past this one — lost between them."""
-    return _edge_rows(ctx, "vanished", lambda f: f.overdue & f.moved)
+    return _edge_rows("vanished", overdue_, moved, [{"later_orders": int(n)} for n in later])
 
 
-def stalled(ctx: Context) -> Rows:
+def stalled(overdue_: pd.DataFrame, moved: B, last_activity: dict[str, float | None]) -> Rows:
     """Overdue on an edge, and the next hop has passed nothing that reached the first hop later:
     the hop (or the link to it) is stopped or backlogged."""
-    return _edge_rows(ctx, "stalled", lambda f: f.overdue & ~f.moved)
+    seen: dict[str, str | None] = {}
+    for lab in set(overdue_["hop"].tolist()):
+        known = [x for x in (last_activity.get(m) for m in str(lab).split("|")) if x is not None]
+        seen[lab] = iso(max(known)) if known else None
+    extra = [{"last_hop_event": seen[lab]} for lab in overdue_["hop"].tolist()]
+    return _edge_rows("stalled", overdue_, ~moved, extra)
 
 
 def out_of_order(ctx: Context) -> Rows:
     """The next hop reached before the edge's first hop by more than the clock skew."""
-    rows = Rows("out_of_order")
+    rows = Rows("out_of_order", ctx.state)
     plan = ctx.plan
     for f in edge_facts(ctx):
         a = plan.names[f.req.src]
@@ -495,7 +583,7 @@ def promise_facts(ctx: Context) -> list[PromiseFacts]:
 def confirmed_unfulfilled(ctx: Context) -> Rows:
     """A promising hop told the customer; a promised hop was not reached (by every object) in
     time."""
-    rows = Rows("confirmed_unfulfilled")
+    rows = Rows("confirmed_unfulfilled", ctx.state)
     plan = ctx.plan
     for f in promise_facts(ctx):
         ix = np.flatnonzero(f.unkept_overdue)
@@ -514,7 +602,7 @@ def confirmed_unfulfilled(ctx: Context) -> Rows:
 
 def late(ctx: Context) -> Rows:
     """Informational: a hop reached after its deadline; a promise kept after its deadline."""
-    rows = Rows("late")
+    rows = Rows("late", ctx.state)
     plan = ctx.plan
     for f in edge_facts(ctx):
         ix = np.flatnonzero(f.late)
@@ -538,7 +626,7 @@ def late(ctx: Context) -> Rows:
 
 def skipped(ctx: Context) -> Rows:
     """A later hop reached while a required earlier hop on its path never was."""
-    rows = Rows("skipped")
+    rows = Rows("skipped", ctx.state)
     plan = ctx.plan
     entry = set(plan.entry)
     # a hop required through an active `next` edge
@@ -555,9 +643,7 @@ def skipped(ctx: Context) -> Rows:
         uo = u.order
         later, which = ctx.passed(u, g)
         miss = required[uo] & np.isnan(u.reach_first[:, g]) & ~np.isnan(later) & ~ctx.orphan[uo]
-        _emit_skip(
-            ctx, rows, u, miss, later, which, np.full(len(u), plan.names[g], dtype=object), ctx.j(g)
-        )
+        _emit_skip(ctx, rows, u, miss, later, which, _const(plan.names[g], len(u)), ctx.j(g))
     # a group none of whose members was reached, though a later hop was
     for r in plan.requirements:
         if not r.group:
@@ -620,86 +706,29 @@ def _emit_skip(
 # -- duplicate --------------------------------------------------------------------------------
 
 
-def duplicate(ctx: Context, values: dict[str, Any] | None = None) -> Rows:
+def duplicate(ctx: Context) -> Rows:
     """A unique hop reached by two or more distinct completed events (or distinct values of its
-    ``unique_by`` attribute)."""
-    rows = Rows("duplicate")
-    plan, st = ctx.plan, ctx.state
-    data = st.data
-    values = values or {}
+    ``unique_by`` attribute): per unit, from the counts the columnar backend reduced."""
+    rows = Rows("duplicate", ctx.state)
+    plan = ctx.plan
+    dup = ctx.facts.dup if ctx.facts is not None else {}
     for h, hp in enumerate(plan.config.hops):
-        if not hp.unique:
+        df = dup.get(h)
+        if df is None or df.empty:
             continue
         u = ctx.units(hp.each)
-        pairs = _unit_events(st, u, h)
-        if hp.unique_by:
-            vmap: dict[int, Any] = values.get(hp.unique_by, {})
-            keys = [vmap.get(int(data.seq[e]), MISSING) for e in pairs["ev"]]
-            pairs = pairs.assign(v=[_key(k) for k in keys])
-            pairs = pairs[[k is not MISSING for k in keys]]
-        else:
-            pairs = pairs.assign(v=pairs["ev"].to_numpy())
-        if pairs.empty:
-            continue
-        pairs = pairs.assign(t=data.t[pairs["ev"].to_numpy(dtype=np.int64)])
-        firsts = pairs.groupby(["u", "v"], sort=False)["t"].min().reset_index()
-        firsts = firsts.sort_values(["u", "t"], kind="stable")
-        firsts["rank"] = firsts.groupby("u").cumcount()
-        cnt = firsts.groupby("u").size()
-        second = firsts[firsts["rank"] == 1].set_index("u")["t"]
-        first_t = firsts[firsts["rank"] == 0].set_index("u")["t"]
-        ui = second.index.to_numpy(dtype=np.int64)
+        ui = df["u"].to_numpy(dtype=np.int64)
         ev = [
-            _ev(count=int(cnt[i]), first_at=iso(float(first_t[i])), second_at=iso(float(second[i])),
-                by=hp.unique_by)
-            for i in ui
-        ]  # fmt: skip
-        rows.add(u.order[ui], hp.name, "", second.to_numpy(dtype=float), u.obj[ui], ev)
+            _ev(count=int(n), first_at=iso(float(a)), second_at=iso(float(b)), by=hp.unique_by)
+            for n, a, b in zip(df["n"], df["first_t"], df["second_t"], strict=True)
+        ]
+        rows.add(u.order[ui], hp.name, "", df["second_t"].to_numpy(dtype=float), u.obj[ui], ev)
     return rows
-
-
-def _key(v: Any) -> Any:
-    if v is MISSING:
-        return v
-    if isinstance(v, bool):
-        return ("b", v)
-    if isinstance(v, int | float):
-        return ("n", float(v))
-    if isinstance(v, str):
-        return ("s", v)
-    import orjson
-
-    return ("j", orjson.dumps(v, option=orjson.OPT_SORT_KEYS))
-
-
-def _unit_events(st: State, u: Units, h: int) -> pd.DataFrame:
-    """(unit, event) pairs of completed events at hop ``h`` for the units of ``u``."""
-    data = st.data
-    is_h = (data.hop[st.member_event] == h) & (data.phase[st.member_event] == COMPLETED)
-    order_pairs = pd.DataFrame({"o": st.member_order[is_h], "ev": st.member_event[is_h]})
-    if u.kind is None:
-        return order_pairs.rename(columns={"o": "u"})
-    is_obj = u.is_obj
-    # order units: the order's events; object units: events naming the object
-    ou = pd.DataFrame({"o": u.order[~is_obj], "u": np.flatnonzero(~is_obj)})
-    a = order_pairs.merge(ou, on="o")[["u", "ev"]]
-    ki = st.plan.kinds.index(u.kind)
-    sel = kind_index(st.plan, data)[data.m_obj] == ki
-    ment = pd.DataFrame({"ev": data.m_event[sel], "obj": data.m_obj[sel]})
-    ment = ment.merge(order_pairs, on="ev")
-    ob = pd.DataFrame(
-        {"o": u.order[is_obj], "obj": u.obj_code[is_obj], "u": np.flatnonzero(is_obj)}
-    )
-    b = ment.merge(ob, on=["o", "obj"])[["u", "ev"]]
-    return pd.concat([a, b], ignore_index=True).drop_duplicates()
-
-
-# -- failed -----------------------------------------------------------------------------------
 
 
 def failed(ctx: Context) -> Rows:
     """A failed phase with no later success there and no closing hop within the edge's time."""
-    rows = Rows("failed")
+    rows = Rows("failed", ctx.state)
     plan = ctx.plan
     for h in range(plan.n_hops):
         u = ctx.units(plan.each[h])
@@ -780,13 +809,14 @@ def values_differ(x: Any, y: Any, tolerance: float, ignore_case: bool) -> bool:
     return a != b
 
 
-def mismatch(ctx: Context, check_values: list[pd.DataFrame] | None = None) -> Rows:
+def mismatch(ctx: Context) -> Rows:
     """A checked attribute differs across its hops beyond the tolerance.
 
     ``check_values[j]``: per check, rows (o, hop, t, v) — the value on the order's first
     completed event at each hop of the check that has one."""
-    rows = Rows("mismatch")
+    rows = Rows("mismatch", ctx.state)
     plan = ctx.plan
+    check_values = ctx.facts.check_values if ctx.facts is not None else None
     for j, chk in enumerate(plan.config.checks):
         vals = check_values[j] if check_values else None
         if vals is None or vals.empty:
@@ -823,7 +853,7 @@ def mismatch(ctx: Context, check_values: list[pd.DataFrame] | None = None) -> Ro
 
 def orphan(ctx: Context) -> Rows:
     """Events for an order that never reached an entry hop; objects that belong to no order."""
-    rows = Rows("orphan")
+    rows = Rows("orphan", ctx.state)
     plan, st = ctx.plan, ctx.state
     af = st.any_first
     first_at = _nanmin((af[:, h] for h in range(plan.n_hops)), ctx.n)
@@ -859,43 +889,29 @@ def orphan(ctx: Context) -> Rows:
             np.full(len(ix), None, dtype=object),
             ev,
         )
-    # unlinked objects
-    unl = st.unlinked
-    if len(unl):
-        data = st.data
-        evs = unl["ev"].to_numpy(dtype=np.int64)
-        t = data.t[evs]
-        df = pd.DataFrame({"obj": unl["obj"].to_numpy(dtype=object), "ev": evs, "t": t})
-        tmin = df.groupby("obj")["t"].transform("min")
-        cand = df[df["t"] == tmin]
+    # unlinked objects: candidates for each one's first window event, at its earliest time
+    unl = ctx.facts.unlinked if ctx.facts is not None else None
+    if unl is not None and len(unl):
+        cand = unl
         if ctx.event_keys is not None and cand["obj"].duplicated().any():
-            src, eid = ctx.event_keys(data.seq[cand["ev"].to_numpy(dtype=np.int64)].tolist())
+            src, eid = ctx.event_keys(cand["seq"].astype(np.int64).tolist())
             cand = cand.assign(src=src, eid=eid).sort_values(["obj", "src", "eid"], kind="stable")
         else:
-            cand = cand.sort_values(["obj", "ev"], kind="stable")
+            cand = cand.sort_values(["obj", "seq"], kind="stable")
         firsts = cand.drop_duplicates("obj")
-        ready = firsts["t"].to_numpy() + plan.longest_path < ctx.as_of
-        firsts = firsts[ready]
-        objs = firsts["obj"].to_numpy(dtype=object)
-        hops = np.array([plan.names[int(data.hop[e])] for e in firsts["ev"]], dtype=object)
+        firsts = firsts[firsts["t"].to_numpy(dtype=float) + plan.longest_path < ctx.as_of]
+        hops = np.array([plan.names[int(h)] for h in firsts["hop"]], dtype=object)
         ev = [
             _ev(first_at=iso(float(tt)), first_hop=h)
             for tt, h in zip(firsts["t"], hops, strict=True)
         ]
-        rows.add(
-            np.full(len(firsts), -1, dtype=np.int64),
-            hops,
-            "",
-            firsts["t"].to_numpy(dtype=float),
-            objs,
-            ev,
-        )
+        rows.add(np.full(len(firsts), -1, dtype=np.int64), hops, "",
+                 firsts["t"].to_numpy(dtype=float), firsts["obj"].to_numpy(dtype=object), ev)  # fmt: skip
     return rows
 
 
-RULES: dict[str, Callable[..., Rows]] = {
-    "vanished": vanished,
-    "stalled": stalled,
+# the rules of one part of the window; vanished and stalled are decided over every part
+PART_RULES: dict[str, Callable[[Context], Rows]] = {
     "confirmed_unfulfilled": confirmed_unfulfilled,
     "duplicate": duplicate,
     "skipped": skipped,

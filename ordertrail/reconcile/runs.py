@@ -3,7 +3,8 @@ the orders still in flight."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -12,11 +13,18 @@ import pandas as pd
 from sqlalchemy import Connection, and_, bindparam, select, text
 
 from ordertrail.store import tables as t
-from ordertrail.store.writer import _dialect_insert, now_us, order_bucket
+from ordertrail.store.bulk import insert_rows
+from ordertrail.store.writer import now_us, order_bucket
 
 ACTIVE = ("new", "open")
 IDENTITY = ["order_id", "object", "kind", "hop", "from_hop", "field"]
 STORED = ["since", "detail", "objects", "evidence"]
+
+
+def _tuples(result: Any) -> list[tuple[Any, ...]]:
+    """Rows as plain tuples: pandas probes each row object for a dtype, and a SQLAlchemy Row
+    answers an unknown attribute with an exception (seconds for 100k rows)."""
+    return [tuple(r) for r in result.fetchall()]
 
 
 def start_run(
@@ -45,18 +53,11 @@ def finish_run(
     )  # fmt: skip
 
 
-def last_run(conn: Connection, shard: str) -> dict[str, Any] | None:
+def last_run(conn: Connection, shard: str | None) -> dict[str, Any] | None:
+    """The latest finished run of a shard ("" unsharded; None: of any)."""
     c = t.runs.c
-    row = (
-        conn.execute(
-            select(t.runs)
-            .where(and_(c.status == "done", c.shard == shard))
-            .order_by(c.id.desc())
-            .limit(1)
-        )
-        .mappings()
-        .first()
-    )
+    cond = c.status == "done" if shard is None else and_(c.status == "done", c.shard == shard)
+    row = conn.execute(select(t.runs).where(cond).order_by(c.id.desc()).limit(1)).mappings().first()
     return dict(row) if row else None
 
 
@@ -66,55 +67,50 @@ def update_findings(
     current: pd.DataFrame,
     in_scope: Callable[[pd.DataFrame], np.ndarray],
     present: Callable[[pd.DataFrame], np.ndarray],
-) -> None:
+) -> pd.DataFrame:
     """Upsert this run's findings; the active ones in scope that are gone become ``resolved``,
-    or ``expired`` when their order (``present`` is False) left the lookback window."""
+    or ``expired`` when their order (``present`` is False) left the lookback window. Returns
+    what :func:`read_findings` would read back: this run's findings with their status, and
+    those it resolved or expired, sorted (without reading every finding again)."""
     c = t.findings.c
     existing = pd.DataFrame(
-        conn.execute(
-            select(c.order_id, c.object, c.kind, c.hop, c.from_hop, c.field, c.status, c.first_run)
-        ).fetchall(),
-        columns=[*IDENTITY, "status", "first_run"],
-    )
+        _tuples(
+            conn.execute(
+                select(
+                    c.order_id, c.object, c.kind, c.hop, c.from_hop, c.field, c.status,
+                    c.first_run, c.since, c.detail, c.objects, c.evidence,
+                ).where(c.status.in_(ACTIVE))
+            )
+        ),
+        columns=[*IDENTITY, "status", "first_run", *STORED],
+    )  # fmt: skip
     cur = current[[*IDENTITY, *STORED]].copy()
     cur[IDENTITY] = cur[IDENTITY].astype(object)
     existing[IDENTITY] = existing[IDENTITY].astype(object)
-    merged = cur.merge(existing, on=IDENTITY, how="left")
+    merged = cur.merge(existing[[*IDENTITY, "status", "first_run"]], on=IDENTITY, how="left")
     was_active = merged["status"].isin(ACTIVE).to_numpy()
     merged["new_status"] = np.where(was_active, "open", "new")
     merged["first_run"] = np.where(was_active, merged["first_run"].fillna(run_id), run_id).astype(
         int
     )
     cols = [*IDENTITY, *STORED, "new_status", "first_run"]
+    data = [merged[c].tolist() for c in cols]
     rows = [
-        {"order_id": r[0], "object": r[1], "kind": r[2], "hop": r[3], "from_hop": r[4],
-         "field": r[5], "since": int(r[6]), "detail": r[7], "objects": orjson.dumps(r[8]).decode(),
-         "evidence": orjson.dumps(r[9]).decode(), "status": r[10], "first_run": int(r[11]),
-         "last_run": run_id}
-        for r in merged[cols].itertuples(index=False)
+        (r[0], r[1], r[2], r[3], r[4], r[5], int(r[6]), r[7], orjson.dumps(r[8]).decode(),
+         orjson.dumps(r[9]).decode(), r[10], int(r[11]), run_id)
+        for r in zip(*data, strict=True)
     ]  # fmt: skip
-    if rows:
-        stmt = _dialect_insert(conn, t.findings)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=IDENTITY,
-            set_={
-                k: stmt.excluded[k]
-                for k in (
-                    "since",
-                    "detail",
-                    "objects",
-                    "evidence",
-                    "status",
-                    "first_run",
-                    "last_run",
-                )
-            },
-        )
-        for k in range(0, len(rows), 5000):
-            conn.execute(stmt, rows[k : k + 5000])
-    active = existing[existing["status"].isin(ACTIVE)]
-    if len(active):
-        gone = active.merge(cur[IDENTITY], on=IDENTITY, how="left", indicator=True)
+    insert_rows(
+        conn, "findings",
+        [*IDENTITY, "since", "detail", "objects", "evidence", "status", "first_run", "last_run"],
+        rows, conflict=IDENTITY,
+        update=["since", "detail", "objects", "evidence", "status", "first_run", "last_run"],
+    )  # fmt: skip
+    out_cols = [*IDENTITY, "since", "detail", "objects", "evidence", "status", "first_run"]
+    # as read back: the stored JSON parsed again
+    out = [(*r[:8], orjson.loads(r[8]), orjson.loads(r[9]), r[10], r[11]) for r in rows]
+    if len(existing):
+        gone = existing.merge(cur[IDENTITY], on=IDENTITY, how="left", indicator=True)
         gone = gone[gone["_merge"] == "left_only"]
         gone = gone[in_scope(gone)]
         still = present(gone) if len(gone) else np.zeros(0, dtype=bool)
@@ -123,13 +119,17 @@ def update_findings(
             .where(and_(*(getattr(c, k) == bindparam(f"k_{k}") for k in IDENTITY)))
             .values(status=bindparam("st"), last_run=run_id)
         )
-        params = [
-            {**{f"k_{k}": v for k, v in zip(IDENTITY, r, strict=True)},
-             "st": "resolved" if s_ else "expired"}
-            for r, s_ in zip(gone[IDENTITY].itertuples(index=False), still, strict=True)
-        ]  # fmt: skip
+        gcols = [gone[k].tolist() for k in (*IDENTITY, *STORED, "first_run")]
+        params = []
+        for r, s_ in zip(zip(*gcols, strict=True), still, strict=True):
+            st = "resolved" if s_ else "expired"
+            params.append({**{f"k_{k}": v for k, v in zip(IDENTITY, r[:6], strict=True)}, "st": st})
+            out.append((*r[:6], int(r[6]), r[7], orjson.loads(r[8]) if r[8] else [],
+                        orjson.loads(r[9]) if r[9] else {}, st, int(r[10])))  # fmt: skip
         for k in range(0, len(params), 5000):
             conn.execute(upd, params[k : k + 5000])
+    df = pd.DataFrame(out, columns=out_cols)
+    return df.sort_values(IDENTITY, kind="stable").reset_index(drop=True)
 
 
 def read_findings(
@@ -144,7 +144,7 @@ def read_findings(
         (c.status.in_(ACTIVE)) | (c.status.in_(("resolved", "expired")) & (c.last_run == run_id))
     )  # fmt: skip
     df = pd.DataFrame(
-        conn.execute(q).fetchall(),
+        _tuples(conn.execute(q)),
         columns=[*IDENTITY, "since", "detail", "objects", "evidence", "status", "first_run"],
     )
     if in_scope is not None and len(df):
@@ -152,6 +152,29 @@ def read_findings(
     df["objects"] = [orjson.loads(x) if x else [] for x in df["objects"]]
     df["evidence"] = [orjson.loads(x) if x else {} for x in df["evidence"]]
     return df.sort_values(IDENTITY, kind="stable").reset_index(drop=True)
+
+
+def run_row(conn: Connection, run_id: int) -> dict[str, Any]:
+    row = conn.execute(select(t.runs).where(t.runs.c.id == run_id)).mappings().first()
+    assert row is not None
+    return dict(row)
+
+
+def read_active(conn: Connection, exclude_kinds: Sequence[str] = ()) -> pd.DataFrame:
+    """Every active finding as stored (objects and evidence parsed), but those of
+    ``exclude_kinds``."""
+    c = t.findings.c
+    cond: Any = c.status.in_(ACTIVE)
+    if exclude_kinds:
+        cond = and_(cond, c.kind.notin_(list(exclude_kinds)))
+    q = select(
+        c.order_id, c.object, c.kind, c.hop, c.from_hop, c.field, c.since, c.detail, c.objects,
+        c.evidence,
+    ).where(cond)  # fmt: skip
+    df = pd.DataFrame(_tuples(conn.execute(q)), columns=[*IDENTITY, *STORED])
+    df["objects"] = [orjson.loads(x) if x else [] for x in df["objects"]]
+    df["evidence"] = [orjson.loads(x) if x else {} for x in df["evidence"]]
+    return df
 
 
 def write_incidents(conn: Connection, run_id: int, incidents: list[dict[str, Any]]) -> None:
@@ -184,14 +207,10 @@ def replace_pending(
         conn.execute(text(f"DELETE FROM pending_orders WHERE {scope_sql}"))
     else:
         conn.execute(t.pending_orders.delete())
-    if pending:
-        conn.execute(
-            t.pending_orders.insert(),
-            [
-                {"order_id": o, "order_bucket": order_bucket(o), "due": d, "run_id": run_id}
-                for o, d in pending
-            ],
-        )
+    insert_rows(
+        conn, "pending_orders", ["order_id", "order_bucket", "due", "run_id"],
+        [(o, order_bucket(o), d, run_id) for o, d in pending],
+    )  # fmt: skip
 
 
 def pending_order_ids(conn: Connection) -> list[str]:
@@ -212,6 +231,16 @@ def finding_dict(r: Any, us_to_iso: Callable[[int], str | None]) -> dict[str, An
         "field": r.field or None,
         "evidence": r.evidence if isinstance(r.evidence, dict) else orjson.loads(r.evidence or "{}"),
     }  # fmt: skip
+
+
+def finding_dicts(df: pd.DataFrame, us_to_iso: Callable[[int], str | None]) -> list[dict[str, Any]]:
+    """Stored findings (a frame) in the shape of reconcile's JSON, columns read as plain lists
+    (iterating Arrow-backed columns element by element is slow)."""
+    cols = list(df.columns)
+    rows = zip(*(df[c].tolist() for c in cols), strict=True)
+    return [
+        finding_dict(SimpleNamespace(**dict(zip(cols, r, strict=True))), us_to_iso) for r in rows
+    ]
 
 
 def list_findings(

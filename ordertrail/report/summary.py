@@ -11,7 +11,7 @@ import numpy as np
 import orjson
 from sqlalchemy import select, text
 
-from ordertrail.reconcile.backend import SqlBackend, state_of
+from ordertrail.reconcile.backend import SqlBackend
 from ordertrail.reconcile.plan import compile_plan
 from ordertrail.reconcile.rules import KINDS, Context
 from ordertrail.schemas.config import Config
@@ -42,6 +42,13 @@ class Report:
         }  # fmt: skip
 
 
+def config_window(store: Store, plan: Any, lo: int, hi: int, config: Config) -> Any:
+    """The window staged and resolved for the report, in the engine's hash parts."""
+    db = SqlBackend(store).window(plan, lo, hi, memory=config.engine.memory)
+    db.resolve(config.engine.part_orders)
+    return db
+
+
 def build_report(
     store: Store,
     config: Config,
@@ -55,11 +62,24 @@ def build_report(
     plan = compile_plan(config)
     tell = progress or (lambda pct, stage: None)
     tell(0, "reading the window")
-    st = state_of(plan, SqlBackend(store).load(plan, lo, as_of))
-    tell(60, "funnel and edges")
-    ctx = Context(st, as_of, {})
+    # per part of the orders: who reached each hop, and each edge's latencies
+    reached_n = np.zeros(plan.n_hops, dtype=np.int64)
+    lat_parts: dict[tuple[int, int], list[Any]] = {}
+    with config_window(store, plan, lo, as_of, config) as db:
+        for p in range(db.n_parts):
+            st, facts = db.part_state(p)
+            ctx = Context(st, as_of, {}, facts=facts)
+            reached_n += (~np.isnan(st.comp_all)).sum(axis=0)
+            for ri, req in enumerate(plan.requirements):
+                u = ctx.units(req.each)
+                ta = ctx.t_from(u, req.src)
+                for m in req.targets:
+                    tb = u.reach_first[:, m]
+                    keep = ~(np.isnan(ta) | np.isnan(tb))
+                    lat_parts.setdefault((ri, m), []).append((tb[keep] - ta[keep]) / 1e6)
+            tell(10 + 50 * (p + 1) / db.n_parts, "funnel and edges")
     # orders that reached each hop (per-object hops: every object of the order)
-    reached = {h: int((~np.isnan(st.comp_all[:, i])).sum()) for i, h in enumerate(plan.names)}
+    reached = {h: int(reached_n[i]) for i, h in enumerate(plan.names)}
     first = max([reached[h] for h in config.entry_hops] or [0])
     for h in config.hop_names:
         n = reached[h]
@@ -76,13 +96,10 @@ def build_report(
             if r.from_hop:
                 per_edge.setdefault((r.from_hop, r.hop), {}).setdefault(r.kind, 0)
                 per_edge[(r.from_hop, r.hop)][r.kind] += 1
-        for req in plan.requirements:
-            u = ctx.units(req.each)
-            ta = ctx.t_from(u, req.src)
+        for ri, req in enumerate(plan.requirements):
             for m, w in zip(req.targets, req.within, strict=True):
-                tb = u.reach_first[:, m]
-                keep = ~(np.isnan(ta) | np.isnan(tb))
-                lat = (tb[keep] - ta[keep]) / 1e6
+                lats = lat_parts.get((ri, m), [])
+                lat = np.concatenate(lats) if lats else np.empty(0)
                 pct = {
                     f"p{q}": (round(float(np.percentile(lat, q)), 1) if len(lat) else None)
                     for q in (50, 95, 99)
@@ -95,7 +112,7 @@ def build_report(
                             for kk, v in counts.items():
                                 kinds[kk] = kinds.get(kk, 0) + v
                 rep.edges.append({
-                    "from": a, "to": b, "within_seconds": w / 1e6, "passed": int(keep.sum()),
+                    "from": a, "to": b, "within_seconds": w / 1e6, "passed": len(lat),
                     "vanished": kinds.get("vanished", 0), "stalled": kinds.get("stalled", 0),
                     "late": kinds.get("late", 0), "latency_seconds": pct,
                     "per": req.each or "order",

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from ordertrail.reconcile.backend import ProbeProgress, SqlBackend
 from ordertrail.reconcile.engine import evaluate, finish_findings, judge_times
 from ordertrail.reconcile.plan import Plan, compile_plan
-from ordertrail.reconcile.rules import Context, expectations
+from ordertrail.reconcile.rules import expectations
 from ordertrail.report.redact import redact_attributes, redact_finding
 from ordertrail.schemas.config import Config
 from ordertrail.schemas.durations import format_duration
@@ -182,9 +182,6 @@ def build_trail(
         oldest = w.first_event_time(conn, order_id, as_of)
     if oldest is not None and oldest <= lo:
         lo = oldest - 1  # a trail shows the whole order, however old
-    loaded = backend.load(plan, lo, as_of, orders=[order_id])
-    if not len(loaded.data):
-        raise UnknownOrder(order_id, closest_ids(store, order_id))
     judge = judge_times(config, as_of, store.watermarks())
     if shared is not None:
         last: dict[str, float | None] = shared.last(plan, lo, as_of)
@@ -193,19 +190,32 @@ def build_trail(
         with store.engine.connect() as conn:
             last = {h: float(v) for h, v in w.last_activity(conn, plan.names, lo, as_of).items()}
         progress = ProbeProgress(backend, plan, lo, as_of)
-    st, cls = evaluate(
-        plan, loaded, as_of, judge, window_start=as_of - config.pipeline.lookback,
-        chosen=[order_id], backend=backend, progress=progress,
-        last={h: last.get(h) for h in plan.names},
-    )  # fmt: skip
-    findings = finish_findings(cls.findings, st, backend)
-    idx = {o: i for i, o in enumerate(st.order_ids.tolist())}
-    oi = idx.get(order_id)
-    exp = [
-        Expectation(x["hop"], x["after"], int(x["deadline"]), as_of - int(x["deadline"]), x["kind"],
-                    sorted(x["objects"]))
-        for x in _expectations_of(plan, st, as_of, judge, oi)
-    ]  # fmt: skip
+    with backend.window(plan, lo, as_of, orders=[order_id]) as db:
+        db.resolve()
+        if not db.event_count():
+            raise UnknownOrder(order_id, closest_ids(store, order_id))
+        ev = evaluate(
+            plan, db, as_of, judge, window_start=as_of - config.pipeline.lookback,
+            chosen=[order_id], backend=backend, progress=progress,
+            last={h: last.get(h) for h in plan.names}, keep_contexts=True,
+        )  # fmt: skip
+        seqs = db.member_seqs(order_id)
+    findings = finish_findings(ev.findings, backend)
+    exp: list[Expectation] = []
+    state = "unknown"
+    for ctx in ev.contexts:
+        ids = ctx.state.order_ids.tolist()
+        if order_id in ids:
+            oi = ids.index(order_id)
+            exp = [
+                Expectation(x["hop"], x["after"], int(x["deadline"]), as_of - int(x["deadline"]),
+                            x["kind"], sorted(x["objects"]))
+                for x in expectations(ctx) if x["o"] == oi
+            ]  # fmt: skip
+    for p in ev.parts:
+        ids = p.order_ids.tolist()
+        if order_id in ids:
+            state = str(p.state[ids.index(order_id)])
     stored = _stored(store, order_id)
     out: list[dict[str, Any]] = []
     for r in findings[findings["order_id"] == order_id].itertuples(index=False):
@@ -223,25 +233,14 @@ def build_trail(
             r.kind, r.hop, r.from_hop, int(r.since), as_of, f["evidence"], r.objects
         )
         out.append(f)
-    seqs = st.data.seq[st.member_event[st.member_order == oi]] if oi is not None else []
     with store.engine.connect() as conn:
         events = w.events_by_seq(conn, seqs)
     if redact and config.pipeline.personal:
         events = [_redacted(e, config.pipeline.personal) for e in events]
-    state = str(cls.state[oi]) if oi is not None else "unknown"
     notes = [f["plain"] for f in out]
     if not out:
         notes.append(_state_words(state, exp, as_of))
     return Trail(order_id, as_of, events, exp, out, state, config.pipeline.timezone, notes)
-
-
-def _expectations_of(
-    plan: Any, st: Any, as_of: int, judge: dict[str, float], oi: int | None
-) -> list[dict[str, Any]]:
-    if oi is None:
-        return []
-    ctx = Context(st, as_of, {plan.hx[h]: v for h, v in judge.items() if h in plan.hx})
-    return [x for x in expectations(ctx) if x["o"] == oi]
 
 
 def _unlinked_trail(
@@ -253,8 +252,8 @@ def _unlinked_trail(
         kinds = [kind] if oid else w.object_kinds_of(conn, ident)
         objs = [(k, oid or ident) for k in kinds]
         lo = as_of - config.pipeline.lookback
-        data = w.chosen_window(conn, config.hop_names, lo, as_of, [], objs)
-        events = w.events_by_seq(conn, data.seq)
+        ev_table, _, _ = w.chosen_window(conn, config.hop_names, lo, as_of, [], objs)
+        events = w.events_by_seq(conn, ev_table.column("seq").to_pylist())
     if redact and config.pipeline.personal:
         events = [_redacted(e, config.pipeline.personal) for e in events]
     c = tables.findings.c

@@ -27,7 +27,8 @@ DEFAULT_DB_URL = "sqlite:///ordertrail.db"
 SOURCE_KINDS = ("file", "kafka", "otlp")
 FILE_FORMATS = ("jsonl", "csv")
 
-_TOP_KEYS = {"store", "pipeline", "objects", "hops", "checks", "sources", "notify"}
+_TOP_KEYS = {"store", "pipeline", "objects", "hops", "checks", "sources", "notify", "engine"}
+_ENGINE_KEYS = {"memory", "part_orders"}
 _STORE_KEYS = {"url", "retention", "prune_after_ingest"}
 _PIPELINE_KEYS = {"name", "clock_skew", "lookback", "timezone", "personal", "searchable"}
 _HOP_KEYS = {
@@ -216,6 +217,15 @@ class PipelineSettings:
 
 
 @dataclass(frozen=True)
+class EngineSettings:
+    """How reconcile runs: DuckDB's memory budget (``"4GB"``; default half the machine, at most
+    8 GB) and the orders judged per hash part (bounds the rules' own arrays)."""
+
+    memory: str | None = None
+    part_orders: int | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     """A validated pipeline config, with the hop graph derived from it."""
 
@@ -226,6 +236,7 @@ class Config:
     store_url: str | None = None
     path: str | None = None
     objects: tuple[ObjectKind, ...] = ()
+    engine: EngineSettings = field(default_factory=EngineSettings)
     notify: tuple[NotifyTarget, ...] = ()  # [[notify]]: webhooks told after reconcile runs
     retention: int | None = None  # [store] retention (µs): what `ordertrail prune` keeps
     prune_after_ingest: bool = False  # [store] prune_after_ingest: prune when ingest ends
@@ -542,8 +553,28 @@ def parse_config(data: Mapping[str, Any], path: str | None = None) -> Config:
     notify = _parse_notify(_tables(data, "notify", path), path)
     return Config(
         settings, tuple(hops), tuple(checks), tuple(sources), store_url, path, tuple(objects),
-        tuple(notify), retention, prune_after_ingest,
+        engine=_parse_engine(data, path), notify=tuple(notify), retention=retention,
+        prune_after_ingest=prune_after_ingest,
     )  # fmt: skip
+
+
+def _parse_engine(data: Mapping[str, Any], path: str | None) -> EngineSettings:
+    import re
+
+    raw = data.get("engine", {})
+    if not isinstance(raw, dict):
+        raise ConfigError("must be a table", path=path, key="engine")
+    r = _Reader(raw, "engine", path)
+    r.check_keys(_ENGINE_KEYS)
+    mem = r.text("memory")
+    if mem is not None and not re.fullmatch(
+        r"\s*\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*", mem
+    ):
+        raise r.fail("memory", f"must be a size such as '4GB' or '512MB', not {mem!r}")
+    po = raw.get("part_orders")
+    if po is not None and (isinstance(po, bool) or not isinstance(po, int) or po < 1):
+        raise r.fail("part_orders", f"must be a positive integer, not {po!r}")
+    return EngineSettings(mem.strip() if mem else None, po)
 
 
 def _parse_objects(tables: list[dict[str, Any]], path: str | None) -> list[ObjectKind]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -21,8 +21,12 @@ PHASES = frozenset(p.value for p in Phase)
 
 
 def us_to_datetime(us: int) -> datetime:
-    """Microseconds since the epoch -> timezone-aware UTC datetime."""
-    return datetime.fromtimestamp(us / 1_000_000, tz=UTC).replace(microsecond=us % 1_000_000)
+    """Microseconds since the epoch -> timezone-aware UTC datetime (exact: float seconds would
+    round 23:59:59.9999995 up into the next second, or past year 9999)."""
+    try:
+        return _EPOCH + timedelta(microseconds=int(us))
+    except OverflowError as e:
+        raise ValueError(f"time {us} µs is out of range") from e
 
 
 def datetime_to_us(dt: datetime) -> int:
@@ -95,7 +99,28 @@ class QuarantineRecord:
 
 
 def us_to_iso(us: int | None) -> str | None:
-    """Microseconds -> ISO-8601 UTC with a ``Z`` (None stays None)."""
+    """Microseconds -> ISO-8601 UTC with a ``Z`` (None stays None); microseconds shown only
+    when not zero. Exact integer arithmetic (no float seconds), with the dates cached: findings
+    and evidence format hundreds of thousands of times per run."""
     if us is None:
         return None
-    return us_to_datetime(us).isoformat().replace("+00:00", "Z")
+    day, rem = divmod(int(us), 86_400_000_000)
+    d = _DAYS.get(day)
+    if d is None:
+        try:
+            d = (_EPOCH_DAY + timedelta(days=day)).isoformat()
+        except OverflowError as e:
+            raise ValueError(f"time {us} µs is out of range") from e
+        if len(_DAYS) < 200_000:
+            _DAYS[day] = d
+    sec, frac = divmod(rem, 1_000_000)
+    h, sec = divmod(sec, 3600)
+    m, sec = divmod(sec, 60)
+    if frac:
+        return f"{d}T{h:02d}:{m:02d}:{sec:02d}.{frac:06d}Z"
+    return f"{d}T{h:02d}:{m:02d}:{sec:02d}Z"
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_DAY = date(1970, 1, 1)
+_DAYS: dict[int, str] = {}

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ordertrail.reconcile.backend import ProbeProgress, SqlBackend
-from ordertrail.reconcile.plan import Plan, Requirement, compile_plan
+from ordertrail.reconcile.plan import Plan, compile_plan
 from ordertrail.schemas.config import Config
 from ordertrail.store import Store
 from ordertrail.store import window as w
@@ -100,16 +100,14 @@ class SharedWindow:
     def progress(self, backend: SqlBackend, plan: Plan, lo: int, hi: int) -> Any:
         return _SharedProgress(self, backend, plan)
 
-    def edge(self, backend: SqlBackend, plan: Plan, req: Requirement) -> Any:
+    def edge(self, backend: SqlBackend, plan: Plan, req_index: int) -> Any:
+        """The populations of one edge (ProbeProgress over the server's window), shared."""
+
         def compute() -> Any:
             lo_, hi_ = self._window()
-            probe = ProbeProgress(backend, plan, lo_, hi_)
-            import numpy as np
+            return ProbeProgress(backend, plan, lo_, hi_)(req_index)
 
-            empty = np.zeros(0)
-            return probe(req, empty, empty)
-
-        return self._entry(("edge", req.key, req.each), compute).get()
+        return self._entry(("edge", req_index), compute).get()
 
     def warm(self) -> threading.Thread:
         """Compute everything once, in the background (the server answers meanwhile)."""
@@ -122,8 +120,8 @@ class SharedWindow:
                 backend = SqlBackend(self.store)
                 lo, hi = self._window()
                 self.last(plan, lo, hi)
-                for req in plan.requirements:
-                    self.edge(backend, plan, req)
+                for i in range(len(plan.requirements)):
+                    self.edge(backend, plan, i)
             except Exception:
                 logger.exception("warming the shared window failed; pages compute it on demand")
             else:
@@ -145,5 +143,5 @@ class _SharedProgress:
         self.backend = backend
         self.plan = plan
 
-    def __call__(self, req: Requirement, ta: Any, reach: Any) -> Any:
-        return self.shared.edge(self.backend, self.plan, req)
+    def __call__(self, req_index: int) -> Any:
+        return self.shared.edge(self.backend, self.plan, req_index)

@@ -14,11 +14,12 @@ store, a driver that is not installed) rows come through the DBAPI cursor instea
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -56,21 +57,68 @@ class Reader:
             import adbc_driver_postgresql.dbapi as pg_adbc
 
             plain = make_url(url.render_as_string(hide_password=False)).set(drivername="postgresql")
+            self._pg_url = plain.render_as_string(hide_password=False)
             try:
-                self._pg = pg_adbc.connect(
-                    plain.render_as_string(hide_password=False), autocommit=True
-                )
+                self._pg = pg_adbc.connect(self._pg_url, autocommit=True)
                 self.mode = "adbc"
             except Exception as e:  # a driver that cannot connect: the DBAPI cursor still can
                 logger.debug("no ADBC connection (%s); reading through the DBAPI cursor", e)
 
     def tables(self, sqls: Sequence[str]) -> list[pa.Table]:
         """The result of each query, in order."""
+        out: list[pa.Table] = []
+        self.stream(sqls, lambda i, reader: out.append(reader.read_all()))
+        return out
+
+    def stream(
+        self, sqls: Sequence[str], consume: Callable[[int, Any], None], workers: int = 1
+    ) -> None:
+        """Hand each query's rows to ``consume(i, reader)`` as a RecordBatchReader, batch by
+        batch — a window of any size never sits whole in this process. With ``workers`` > 1
+        the queries are shared among that many readers running at once (``consume`` is then
+        called from several threads)."""
+        sqls = list(sqls)
+        workers = max(1, min(workers, len(sqls)))
+        if workers == 1 or self.mode == "dbapi":
+            self._stream(sqls, list(range(len(sqls))), consume, own=False)
+            return
+        import concurrent.futures
+
+        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+            jobs = [
+                pool.submit(self._stream, sqls[j::workers],
+                            list(range(len(sqls)))[j::workers], consume, True)
+                for j in range(workers)
+            ]  # fmt: skip
+            for job in jobs:
+                job.result()
+
+    def _stream(
+        self, sqls: list[str], index: list[int], consume: Callable[[int, Any], None], own: bool
+    ) -> None:
         if self.mode == "sqlite-process":
-            return _read_in_process(self.db, list(sqls))
-        if self.mode == "adbc":
-            return [_adbc_query(self._pg, s) for s in sqls]
-        return [_dbapi_query(self.engine, s) for s in sqls]
+            _stream_in_process(self.db, sqls, lambda i, r: consume(index[i], r))
+        elif self.mode == "adbc":
+            import adbc_driver_postgresql.dbapi as pg_adbc
+
+            conn = pg_adbc.connect(self._pg_url, autocommit=True) if own else self._pg
+            try:
+                for i, sql in enumerate(sqls):
+                    cur = conn.cursor()
+                    try:
+                        cur.execute(sql)
+                        consume(index[i], cur.fetch_record_batch())
+                    finally:
+                        cur.close()
+            finally:
+                if own:
+                    conn.close()
+        else:
+            for i, sql in enumerate(sqls):
+                consume(
+                    index[i],
+                    pa.RecordBatchReader.from_batches(*_as_batches(_dbapi_query(self.engine, sql))),
+                )
 
     def close(self) -> None:
         if self._pg is not None:
@@ -128,7 +176,11 @@ def _die_with_parent() -> None:
         pass
 
 
-def _read_in_process(db: str, sqls: list[str]) -> list[pa.Table]:
+def _as_batches(tb: pa.Table) -> tuple[Any, list[Any]]:
+    return tb.schema, tb.to_batches()
+
+
+def _stream_in_process(db: str, sqls: list[str], consume: Callable[[int, Any], None]) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "ordertrail.store.arrow"],
         stdin=subprocess.PIPE,
@@ -140,20 +192,22 @@ def _read_in_process(db: str, sqls: list[str]) -> list[pa.Table]:
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     proc.stdin.write(orjson.dumps({"db": db, "sqls": sqls}))
     proc.stdin.close()
-    out: list[pa.Table] = []
+    done = 0
     try:
-        for _ in sqls:
-            out.append(pa.ipc.open_stream(proc.stdout).read_all())
-    except pa.ArrowInvalid:
+        for i in range(len(sqls)):
+            consume(i, pa.ipc.open_stream(proc.stdout))
+            done += 1
+    except (pa.ArrowInvalid, OSError):
         pass
+    finally:
+        proc.stdout.close()
     err = proc.stderr.read().decode("utf-8", "replace").strip()
     code = proc.wait()
-    if code != 0 or len(out) != len(sqls):
+    if code != 0 or done != len(sqls):
         from ordertrail.errors import StoreError
 
         last = err.splitlines()[-1] if err else f"exit status {code}"
         raise StoreError(f"cannot read the store {db}: {last}")
-    return out
 
 
 def _serve() -> None:
@@ -165,9 +219,18 @@ def _serve() -> None:
     try:
         out = sys.stdout.buffer
         for sql in req["sqls"]:
-            tb = _adbc_query(conn, sql)
-            with pa.ipc.new_stream(out, tb.schema) as w:
-                w.write_table(tb)
+            cur = conn.cursor()
+            try:
+                # big batches: the default 1,024 rows makes IPC and DuckDB's inserts dominate
+                with contextlib.suppress(Exception):
+                    cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": "65536"})
+                cur.execute(sql)
+                reader = cur.fetch_record_batch()
+                with pa.ipc.new_stream(out, reader.schema) as w:
+                    for batch in reader:
+                        w.write_batch(batch)
+            finally:
+                cur.close()
             out.flush()
     finally:
         conn.close()

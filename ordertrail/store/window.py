@@ -5,12 +5,12 @@ the same for a few chosen orders or objects (trace, probes). All the engine's SQ
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import orjson
+import pyarrow as pa
 from sqlalchemy import Connection, text
 
 PHASE_CODES = {"completed": 0, "started": 1, "failed": 2}
@@ -41,38 +41,6 @@ def _mark(conn: Connection) -> str:
 OBJ_SEP = ":"  # "kind:id": object kinds never hold a colon (the config says so), ids may
 
 
-@dataclass
-class WindowData:
-    """Columnar inputs of the engine: events, the objects they name, links — ids as codes.
-
-    Events: ``seq`` (ingest_seq, ascending), ``order`` (code into ``order_names``, -1: none),
-    ``hop`` (index into the pipeline's hops), ``phase`` (PHASE_CODES), ``t`` (µs). Mentions:
-    event position ``m_event`` and object code ``m_obj`` (into ``obj_names``, "kind:id"). Links:
-    object ``l_obj`` with another object ``l_other`` or an order ``l_order`` (-1 for the other).
-    """
-
-    seq: I64
-    order: I64
-    hop: I64
-    phase: I64
-    t: I64
-    order_names: Obj
-    m_event: I64
-    m_obj: I64
-    obj_names: Obj
-    l_obj: I64
-    l_other: I64
-    l_order: I64
-
-    def __len__(self) -> int:
-        return len(self.seq)
-
-    @property
-    def obj_kind(self) -> Obj:
-        """The kind of each object code."""
-        return np.array([o.partition(OBJ_SEP)[0] for o in self.obj_names], dtype=object)
-
-
 def _hop_case(hops: Sequence[str], col: str = "hop") -> str:
     whens = " ".join(f"WHEN {_quote(h)} THEN {i}" for i, h in enumerate(hops))
     return f"CASE {col} {whens} ELSE -1 END"
@@ -95,27 +63,18 @@ def _concat(dialect: str, *parts: str) -> str:
     return " || ".join(parts) if dialect == "sqlite" else "CONCAT(" + ", ".join(parts) + ")"
 
 
-def events_sql(dialect: str, hops: Sequence[str], lo: int, hi: int, scan: bool) -> str:
+def events_sql(
+    dialect: str, lo: int, hi: int, scan: bool, seqs: tuple[int, int] | None = None
+) -> str:
+    """The window's events as stored: hop and phase as text (the engine codes them), the
+    objects they name as JSON text. ``seqs`` = (after, up to) bounds ``ingest_seq``, so that
+    parallel readers each take a slice and none sees rows stored after the run began."""
+    where = _time_filter(dialect, scan, lo, hi)
+    if seqs is not None:
+        where += f" AND e.ingest_seq > {int(seqs[0])} AND e.ingest_seq <= {int(seqs[1])}"
     return (
-        f"SELECT e.ingest_seq AS seq, e.order_id AS order_id, {_hop_case(hops, 'e.hop')} AS hop, "
-        f"{_phase_case('e.phase')} AS phase, e.occurred_at AS t FROM events e "
-        f"WHERE {_time_filter(dialect, scan, lo, hi)}"
-    )
-
-
-def mentions_sql(dialect: str, lo: int, hi: int, scan: bool) -> str:
-    sep = _quote(OBJ_SEP)
-    if dialect == "postgresql":
-        return (
-            f"SELECT e.ingest_seq AS seq, {_concat(dialect, 'k.key', sep, 'v.value')} AS obj "
-            "FROM events e CROSS JOIN LATERAL jsonb_each(e.objects::jsonb) k "
-            "CROSS JOIN LATERAL jsonb_array_elements_text(k.value) v "
-            f"WHERE e.objects <> '' AND {_time_filter(dialect, scan, lo, hi)}"
-        )
-    return (
-        f"SELECT e.ingest_seq AS seq, {_concat(dialect, 'k.key', sep, 'v.value')} AS obj "
-        "FROM events e, json_each(e.objects) k, json_each(k.value) v "
-        f"WHERE e.objects <> '' AND {_time_filter(dialect, scan, lo, hi)}"
+        "SELECT e.ingest_seq AS seq, e.order_id AS order_id, e.hop AS hop, e.phase AS phase, "
+        f"e.occurred_at AS t, e.objects AS objects FROM events e WHERE {where}"
     )
 
 
@@ -132,74 +91,33 @@ def links_sql(dialect: str, as_of: int) -> str:
     )
 
 
-def _np_int(col: Any) -> I64:
-    return np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.int64)
-
-
-def _np_str(col: Any) -> Obj:
-    return np.asarray(col.to_numpy(zero_copy_only=False), dtype=object)
-
-
-def _codes(*cols: Obj) -> tuple[list[I64], Obj]:
-    """One code space for several arrays of ids ("" -> -1): per array its codes, and the ids."""
-    import pandas as pd
-
-    joined = (
-        np.concatenate([np.asarray(c, dtype=object) for c in cols]) if cols else np.empty(0, object)
+def delta_events_sqls(dialect: str, hi_old: int, hi: int, seq_old: int, seq: int) -> list[str]:
+    """What an incremental run reads beside its cache: events stored since the last run (up to
+    ``seq``; at any time up to ``hi``, since links hold from before the window too), and events
+    stored before it whose time was past its end (``hi_old``) and now is not."""
+    cols = (
+        "SELECT e.ingest_seq AS seq, e.order_id AS order_id, e.hop AS hop, e.phase AS phase, "
+        "e.occurred_at AS t, e.objects AS objects FROM events e WHERE "
     )
-    codes, uniques = pd.factorize(joined, sort=False)
-    uniques = np.asarray(uniques, dtype=object)
-    codes = np.asarray(codes, dtype=np.int64)
-    empty = np.flatnonzero(uniques == "")
-    if len(empty):
-        e = int(empty[0])
-        codes = np.where(codes == e, -1, np.where(codes > e, codes - 1, codes))
-        uniques = np.delete(uniques, e)
-    out: list[I64] = []
-    k = 0
-    for c in cols:
-        out.append(codes[k : k + len(c)])
-        k += len(c)
-    return out, uniques
+    return [
+        cols + f"e.ingest_seq > {int(seq_old)} AND e.ingest_seq <= {int(seq)} "
+        f"AND e.occurred_at <= {int(hi)}",
+        cols + f"e.occurred_at > {int(hi_old)} AND e.occurred_at <= {int(hi)} "
+        f"AND e.ingest_seq <= {int(seq_old)}",
+    ]
 
 
-def build_window(
-    seq: I64, order_id: Obj, hop: I64, phase: I64, t: I64,
-    m_seq: I64, m_obj: Obj, l_obj: Obj, l_other: Obj, l_order: Obj,
-) -> WindowData:  # fmt: skip
-    """WindowData from plain columns (ids as text; "" = none)."""
-    keep = hop >= 0
-    if len(hop) and not keep.all():
-        seq, order_id, hop, phase, t = seq[keep], order_id[keep], hop[keep], phase[keep], t[keep]
-    if len(seq) > 1 and not (np.diff(seq) > 0).all():
-        srt = np.argsort(seq, kind="stable")
-        seq, order_id, hop, phase, t = seq[srt], order_id[srt], hop[srt], phase[srt], t[srt]
-    (order, l_ord), order_names = _codes(order_id, l_order)
-    (m_o, l_o, l_oth), obj_names = _codes(m_obj, l_obj, l_other)
-    pos = np.searchsorted(seq, m_seq)
-    pos = np.minimum(pos, max(len(seq) - 1, 0))
-    ok = (seq[pos] == m_seq) if len(seq) else np.zeros(len(m_seq), dtype=bool)
-    return WindowData(
-        seq=seq, order=order, hop=hop, phase=phase, t=t, order_names=order_names,
-        m_event=pos[ok].astype(np.int64), m_obj=m_o[ok], obj_names=obj_names,
-        l_obj=l_o, l_other=l_oth, l_order=l_ord,
-    )  # fmt: skip
-
-
-def window_tables(dialect: str, hops: Sequence[str], lo: int, hi: int, scan: bool) -> list[str]:
-    """The three queries of a window: its events, the objects they name, every link shown by an
-    event at or before ``hi`` (links hold for good)."""
-    return [events_sql(dialect, hops, lo, hi, scan), mentions_sql(dialect, lo, hi, scan),
-            links_sql(dialect, hi)]  # fmt: skip
-
-
-def window_from_tables(ev: Any, me: Any, li: Any) -> WindowData:
-    """WindowData from the Arrow tables of :func:`window_tables`."""
-    return build_window(
-        _np_int(ev["seq"]), _np_str(ev["order_id"]), _np_int(ev["hop"]), _np_int(ev["phase"]),
-        _np_int(ev["t"]), _np_int(me["seq"]), _np_str(me["obj"]), _np_str(li["obj"]),
-        _np_str(li["other"]), _np_str(li["order_id"]),
-    )  # fmt: skip
+def window_tables(
+    dialect: str, lo: int, hi: int, scan: bool, max_seq: int, slices: int = 1
+) -> tuple[list[str], str]:
+    """The queries of a window: its events (in ``slices`` ingest_seq ranges when the window is
+    read by a scan, so that several readers share it) and every link shown by an event at or
+    before ``hi`` (links hold for good)."""
+    n = max(1, slices) if scan else 1
+    bounds = [max_seq * k // n for k in range(n + 1)]
+    bounds[0] = -1
+    evs = [events_sql(dialect, lo, hi, scan, (bounds[k], bounds[k + 1])) for k in range(n)]
+    return evs, links_sql(dialect, hi)
 
 
 def json_text(dialect: str, key: str) -> str:
@@ -208,17 +126,6 @@ def json_text(dialect: str, key: str) -> str:
         return f"((e.attributes::jsonb -> {_quote(key)})::text)"
     path = _quote('$."' + key.replace("\\", "\\\\").replace('"', '\\"') + '"')
     return f"(e.attributes -> {path})"
-
-
-@dataclass
-class AttributeValues:
-    """Non-null values of one attribute on the window's events, with the tie-break keys."""
-
-    seq: I64
-    t: I64
-    source: Obj
-    event_id: Obj
-    value: Obj
 
 
 def attribute_sql(
@@ -230,15 +137,23 @@ def attribute_sql(
     hops: Sequence[str] | None = None,
     seqs: Iterable[int] | None = None,
     scan: bool = False,
+    delta: tuple[int, int, int] | None = None,
 ) -> str | None:
     """Events of the window carrying attribute ``key`` (not null), optionally at ``hops`` or
-    among ``seqs``, with the value as JSON text; None when nothing can match."""
+    among ``seqs``, with the value as JSON text; None when nothing can match. ``delta`` =
+    (hi_old, seq_old, seq): only the events an incremental run reads (see delta_events_sqls)."""
     val = json_text(dialect, key)
     sql = (
         f"SELECT e.ingest_seq AS seq, e.occurred_at AS t, e.source AS src, e.event_id AS eid, "
         f"{val} AS v FROM events e WHERE {_time_filter(dialect, scan, lo, hi)} AND {val} IS NOT NULL "
         f"AND {val} <> 'null'"
     )
+    if delta is not None:
+        hi_old, s0, s1 = (int(x) for x in delta)
+        sql += (
+            f" AND ((e.ingest_seq > {s0} AND e.ingest_seq <= {s1}) OR "
+            f"(e.occurred_at > {hi_old} AND e.ingest_seq <= {s0}))"
+        )
     if hops is not None:
         if not hops:
             return None
@@ -251,26 +166,22 @@ def attribute_sql(
     return sql
 
 
-def attribute_from_table(tb: Any | None) -> AttributeValues:
-    """AttributeValues from the Arrow table of :func:`attribute_sql`; values decoded from JSON,
-    so ``true`` stays a boolean and ``"1"`` text."""
-    if tb is None or tb.num_rows == 0:
-        return _attr_columns(np.empty(0, np.int64), np.empty(0, np.int64), [], [], [])
-    return _attr_columns(
-        _np_int(tb["seq"]), _np_int(tb["t"]), _np_str(tb["src"]), _np_str(tb["eid"]),
-        tb["v"].to_pylist(),
-    )  # fmt: skip
-
-
-def _attr_columns(seq: I64, t: I64, src: Any, eid: Any, texts: list[Any]) -> AttributeValues:
-    loads = orjson.loads
-    return AttributeValues(
-        seq,
-        t,
-        np.asarray(src, dtype=object),
-        np.asarray(eid, dtype=object),
-        np.array([loads(x) for x in texts] if texts else [], dtype=object),
+def count_stored(conn: Connection, seq: int) -> list[Any]:
+    """How many events are stored up to ingest_seq ``seq`` and which event holds ``seq``: fewer
+    than before, or another event there, means events were removed (or a number reused)."""
+    # all events (SQLite counts them over its smallest index) minus those after seq (a range
+    # of the primary key): far cheaper than counting the range up to seq
+    total = int(conn.execute(text("SELECT COUNT(*) FROM events")).scalar_one())
+    after = int(
+        conn.execute(
+            text(f"SELECT COUNT(*) FROM events WHERE ingest_seq > {int(seq)}")
+        ).scalar_one()
     )
+    n = total - after
+    row = conn.execute(
+        text(f"SELECT source, event_id FROM events WHERE ingest_seq = {int(seq)}")
+    ).first()
+    return [n, *(list(row) if row else [None, None])]
 
 
 def count_window(conn: Connection, lo: int, hi: int) -> int:
@@ -392,9 +303,9 @@ def chosen_window(
     hi: int,
     orders: Sequence[str],
     objects: Iterable[tuple[str, str]],
-) -> WindowData:
+) -> tuple[pa.Table, pa.Table, pa.Table]:
     """The window's events of chosen orders plus those naming chosen objects, with the objects
-    they name and the links of all those objects (as of ``hi``)."""
+    they name and the links of all those objects (as of ``hi``): the ev, me and li tables."""
     d = conn.dialect.name
     m = _mark(conn)
     base = (
@@ -433,23 +344,27 @@ def chosen_window(
                     m_seq.append(int(r[0]))
                     m_obj.append(f"{kind}{OBJ_SEP}{i}")
                     named.add((kind, i))
-    links = links_among(conn, named, hi)
-    n = len(ordered)
-    return build_window(
-        np.fromiter((r[0] for r in ordered), dtype=np.int64, count=n),
-        np.array([r[1] for r in ordered], dtype=object),
-        np.fromiter((r[2] for r in ordered), dtype=np.int64, count=n),
-        np.fromiter((r[3] for r in ordered), dtype=np.int64, count=n),
-        np.fromiter((r[4] for r in ordered), dtype=np.int64, count=n),
-        np.array(m_seq, dtype=np.int64),
-        np.array(m_obj, dtype=object),
-        *links,
+    lo_obj, lo_other, lo_order = links_among(conn, named, hi)
+    keep = [r for r in ordered if r[2] >= 0]
+    ev = pa.table({
+        "seq": pa.array([int(r[0]) for r in keep], type=pa.int64()),
+        "order_id": pa.array([r[1] for r in keep], type=pa.string()),
+        "hop": pa.array([int(r[2]) for r in keep], type=pa.int32()),
+        "phase": pa.array([int(r[3]) for r in keep], type=pa.int32()),
+        "t": pa.array([int(r[4]) for r in keep], type=pa.int64()),
+    })  # fmt: skip
+    me = pa.table(
+        {"seq": pa.array(m_seq, type=pa.int64()), "obj": pa.array(m_obj, type=pa.string())}
     )
+    li = pa.table({"obj": pa.array(lo_obj, type=pa.string()),
+                   "other": pa.array(lo_other, type=pa.string()),
+                   "order_id": pa.array(lo_order, type=pa.string())})  # fmt: skip
+    return ev, me, li
 
 
 def links_among(
     conn: Connection, objects: Iterable[tuple[str, str]], as_of: int
-) -> tuple[Obj, Obj, Obj]:
+) -> tuple[list[str], list[str], list[str]]:
     """The links of chosen objects (as of ``as_of``): (object, other object or "", order or "")."""
     m = _mark(conn)
     objs = sorted(set(objects))
@@ -466,9 +381,9 @@ def links_among(
                 params,
             )
         )
-    obj = np.array([f"{r[0]}{OBJ_SEP}{r[1]}" for r in rows], dtype=object)
-    other = np.array([f"{r[2]}{OBJ_SEP}{r[3]}" if r[2] else "" for r in rows], dtype=object)
-    order = np.array([r[3] if not r[2] else "" for r in rows], dtype=object)
+    obj = [f"{r[0]}{OBJ_SEP}{r[1]}" for r in rows]
+    other = [f"{r[2]}{OBJ_SEP}{r[3]}" if r[2] else "" for r in rows]
+    order = [r[3] if not r[2] else "" for r in rows]
     return obj, other, order
 
 
