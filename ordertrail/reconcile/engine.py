@@ -255,7 +255,7 @@ def reconcile(
     watermarks = store.watermarks()
     judge = judge_times(config, as_of, watermarks)
     backend = SqlBackend(store)
-    max_seq = store.max_ingest_seq()
+    max_seq, settled = store.settled_max_ingest_seq()
     with store.engine.connect() as conn:
         prev = runs.last_run(conn, shard_label)
         latest = runs.last_run(conn, None)
@@ -268,6 +268,12 @@ def reconcile(
     path = inc.cache_path(store) if shard is None else None
     cache = inc.Cache(path) if path is not None and (incremental or path.exists()) else None
     held = cache.acquire() if cache is not None else False
+    if held and cache is not None and not settled:
+        # a batch still open may publish events below max_seq: a cache of this run could miss
+        # them for good, so this run neither uses nor leaves one (the next full run does)
+        logger.warning("ingest batches still open after 30s: this run keeps no incremental cache")
+        cache.release()
+        held = False
 
     # stages, in percent of the run: load 0-35, state 35-50, rules 50-90, evidence and write 90-100
     def stage(name: str, pct: float) -> None:

@@ -230,6 +230,31 @@ class Store:
             v = conn.execute(select(func.max(tables.events.c.ingest_seq))).scalar_one()
         return int(v or 0)
 
+    def settled_max_ingest_seq(self, timeout: float = 30.0) -> tuple[int, bool]:
+        """The largest ingest_seq, and whether every event at or below it is committed and
+        visible (no batch still open can publish a lower number later). SQLite has one writer
+        at a time, so its maximum is always settled. On PostgreSQL the writers' advisory lock
+        (writer.SEQ_LOCK) is taken exclusively for an instant: it waits for open batches to
+        end, for at most ``timeout`` seconds (then the maximum is returned unsettled)."""
+        if self.engine.dialect.name != "postgresql":
+            return self.max_ingest_seq(), True
+        from sqlalchemy.exc import OperationalError
+
+        from ordertrail.store.writer import SEQ_LOCK
+
+        settled = True
+        with self.engine.connect() as conn:
+            with conn.begin():
+                conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{int(timeout * 1000)}ms'")
+                try:
+                    with conn.begin_nested():
+                        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SEQ_LOCK})")
+                except OperationalError:
+                    settled = False
+                # read committed: this statement sees every batch that ended before the lock
+                v = conn.execute(select(func.max(tables.events.c.ingest_seq))).scalar_one()
+        return int(v or 0), settled
+
 
 def row_to_event(r: Any) -> OrderEvent:
     return OrderEvent(

@@ -185,7 +185,16 @@ CREATE TEMP TABLE IF NOT EXISTS _ot_stage (
 """
 
 
+# PostgreSQL hands out ingest_seq numbers before the transaction holding them commits, so a
+# batch that commits late can publish a number below one a reader has already seen. Every
+# transaction that inserts events holds this advisory lock shared until it ends; a reader that
+# needs a high-water mark with nothing left to appear below it takes the lock exclusively for
+# an instant (Store.settled_max_ingest_seq).
+SEQ_LOCK = 0x6F72_7371
+
+
 def _insert_events_postgresql(conn: Connection, rows: list[tuple[Any, ...]]) -> int:
+    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock_shared({SEQ_LOCK})")
     conn.exec_driver_sql(_PG_STAGE)
     import psycopg
 
