@@ -243,16 +243,15 @@ class Store:
         from ordertrail.store.writer import SEQ_LOCK
 
         settled = True
-        with self.engine.connect() as conn:
-            with conn.begin():
-                conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{int(timeout * 1000)}ms'")
-                try:
-                    with conn.begin_nested():
-                        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SEQ_LOCK})")
-                except OperationalError:
-                    settled = False
-                # read committed: this statement sees every batch that ended before the lock
-                v = conn.execute(select(func.max(tables.events.c.ingest_seq))).scalar_one()
+        with self.engine.connect() as conn, conn.begin():
+            conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{int(timeout * 1000)}ms'")
+            try:
+                with conn.begin_nested():
+                    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SEQ_LOCK})")
+            except OperationalError:
+                settled = False
+            # read committed: this statement sees every batch that ended before the lock
+            v = conn.execute(select(func.max(tables.events.c.ingest_seq))).scalar_one()
         return int(v or 0), settled
 
 
