@@ -27,7 +27,6 @@ from ordertrail.cli.render import (
     table,
 )
 from ordertrail.cli.state import AppState
-from ordertrail.store.engine import resolve_url
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +44,8 @@ _STAGES = {
 def store_url(state: AppState) -> str:
     """The store URL every command uses, without opening (and migrating) the store."""
     cfg = state.maybe_config()
+    from ordertrail.store.engine import resolve_url
+
     return resolve_url(state.db_url, cfg.store_url if cfg else None)
 
 

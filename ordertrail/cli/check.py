@@ -3,7 +3,7 @@ nothing, show what would be stored, filtered or quarantined and why, with hints.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -13,7 +13,13 @@ from ordertrail.cli.main import CliError, cli
 from ordertrail.cli.render import fmt_time, print_json, stdout_console
 from ordertrail.cli.state import AppState
 from ordertrail.cli.visible import text_table, visible_text
-from ordertrail.collectors.check import DEFAULT_SAMPLE, ReasonCount, SourceCheck, check_sources
+
+if TYPE_CHECKING:
+    from ordertrail.collectors.check import ReasonCount, SourceCheck
+
+# collectors.check.DEFAULT_SAMPLE (a test keeps them equal): the CLI is built without importing
+# the collectors, so that --help and other commands start fast
+DEFAULT_SAMPLE = 1000
 
 
 @cli.command()
@@ -38,6 +44,8 @@ def check(state: AppState, sources: tuple[str, ...], sample: int, fmt: str) -> N
     when a source would quarantine more than its ``max_quarantine`` share or its path matches no
     file, 3 when a source cannot be read.
     """
+    from ordertrail.collectors.check import check_sources
+
     cfg = state.config()
     results = check_sources(cfg, sources, sample)
     if fmt == "json":

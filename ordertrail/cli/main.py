@@ -42,25 +42,25 @@ class OrdertrailGroup(click.Group):
     line and the exit code DESIGN.md gives them (a traceback only with --debug)."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        from sqlalchemy.exc import SQLAlchemyError
-
         try:
             return super().invoke(ctx)
         except OrdertrailError as e:
             if _debugging(ctx):
                 raise
             raise CliError(str(e), e.exit_code) from None
-        except SQLAlchemyError as e:
-            if _debugging(ctx):
-                raise
-            raise CliError(
-                f"store error: {_first_line(getattr(e, 'orig', None) or e)}", 3
-            ) from None
         except OSError as e:
             if _debugging(ctx) or e.errno is None:
                 raise
             where = f": {e.filename}" if e.filename else ""
             raise CliError(f"{e.strerror or e}{where}", 3) from None
+        except Exception as e:
+            # a store error: SQLAlchemy is loaded by then (not before: --help starts without it)
+            exc = sys.modules.get("sqlalchemy.exc")
+            if exc is None or not isinstance(e, exc.SQLAlchemyError) or _debugging(ctx):
+                raise
+            raise CliError(
+                f"store error: {_first_line(getattr(e, 'orig', None) or e)}", 3
+            ) from None
 
 
 def _debugging(ctx: click.Context) -> bool:

@@ -4,7 +4,7 @@ through the current config after a fix."""
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -14,9 +14,14 @@ from ordertrail.cli.main import CliError, cli
 from ordertrail.cli.render import fmt_time, print_json, progress_bar, stdout_console
 from ordertrail.cli.state import AppState
 from ordertrail.cli.visible import text_table, visible_text
-from ordertrail.collectors.check import reason_key
-from ordertrail.collectors.replay import DEFAULT_BATCH, ReplayReport, outcome_of, replay
-from ordertrail.store.quarantine import QuarantineRow, count_rows, get_row, list_rows, reason_counts
+
+if TYPE_CHECKING:
+    from ordertrail.collectors.replay import ReplayReport
+    from ordertrail.store.quarantine import QuarantineRow
+
+# collectors.replay.DEFAULT_BATCH (a test keeps them equal): the CLI is built without importing
+# the collectors or the store, so that --help and other commands start fast
+DEFAULT_BATCH = 1000
 
 _FORMAT = click.option(
     "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
@@ -48,6 +53,8 @@ def list_(
     state: AppState, source: str | None, reason: str | None, limit: int, fmt: str = "table"
 ) -> None:
     """Quarantined records (oldest first) with their reasons and refs, and counts by reason."""
+    from ordertrail.store.quarantine import count_rows, list_rows, reason_counts
+
     store = state.store()
     total = count_rows(store, source, reason)
     rows = list_rows(store, source, reason, limit=limit)
@@ -91,6 +98,8 @@ def list_(
 
 def _by_reason(rows: list[tuple[str, str, int]]) -> list[tuple[tuple[str, str], int]]:
     """Counts per (source, reason without the record's values), most frequent first."""
+    from ordertrail.collectors.reasons import reason_key
+
     counts: Counter[tuple[str, str]] = Counter()
     for source, reason, n in rows:
         counts[(source, reason_key(reason))] += n
@@ -104,6 +113,9 @@ def _by_reason(rows: list[tuple[str, str, int]]) -> list[tuple[tuple[str, str], 
 def show(state: AppState, row_id: int, fmt: str) -> None:
     """One quarantined record in full: its reason, source, ref, when it was received, the raw
     record (control characters shown as escapes), and what the current config makes of it."""
+    from ordertrail.collectors.replay import outcome_of
+    from ordertrail.store.quarantine import get_row
+
     store = state.store()
     row = get_row(store, row_id)
     if row is None:
@@ -157,6 +169,9 @@ def replay_(state: AppState, source: str | None, dry_run: bool, batch_size: int,
     maps now (the same events a clean ingest stores), drop from quarantine what the source's
     `where` filters now (counted as filtered), keep the rest with their current reason. One
     transaction per batch; replaying again changes nothing."""
+    from ordertrail.collectors.replay import replay
+    from ordertrail.store.quarantine import count_rows
+
     cfg = state.config()
     store = state.store()
     if source is not None:
@@ -173,6 +188,8 @@ def replay_(state: AppState, source: str | None, dry_run: bool, batch_size: int,
 
 
 def print_replay(reports: list[ReplayReport], dry_run: bool) -> None:
+    from ordertrail.collectors.reasons import reason_key
+
     console = stdout_console()
     if not reports:
         console.print(Text("nothing in quarantine"))

@@ -5,13 +5,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ordertrail.errors import ConfigError
 from ordertrail.schemas.config import Config, find_config_path, load_config
-from ordertrail.store import Store
-from ordertrail.store.engine import resolve_url
+
+if TYPE_CHECKING:  # the store (SQLAlchemy) is imported by the commands that open one
+    from ordertrail.store import Store
 
 
 @dataclass
@@ -41,6 +43,9 @@ class AppState:
 
     def store(self) -> Store:
         if self._store is None:
+            from ordertrail.store import Store
+            from ordertrail.store.engine import resolve_url
+
             cfg = self.maybe_config()
             url = resolve_url(self.db_url, cfg.store_url if cfg else None)
             logging.getLogger(__name__).debug("store %s", url)

@@ -105,7 +105,7 @@ def finish(
         ov = pd.concat(over, ignore_index=True)
         moved, later = _moved(ov, progress)
         rows.append(vanished(ov, moved, later).frame())
-        rows.append(stalled(ov, moved, dict(last_activity)).frame())
+        rows.append(stalled(ov, moved, last_activity).frame())
     raw = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
     return group(raw)
 

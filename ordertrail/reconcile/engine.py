@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,7 +96,7 @@ class Evaluation:
     findings: pd.DataFrame
     parts: list[PartResult]
     contexts: list[Context]
-    last_activity: dict[str, float | None]
+    last_activity: Mapping[str, float | None]
 
     @property
     def order_ids(self) -> npt.NDArray[np.object_]:
@@ -150,7 +150,7 @@ def evaluate(
     chosen: list[str] | None = None,
     backend: SqlBackend | None = None,
     progress: Callable[[int], Any] | None = None,
-    last: dict[str, float | None] | None = None,
+    last: Mapping[str, float | None] | None = None,
     on_part: Callable[[int, int], None] | None = None,
     keep_contexts: bool = False,
 ) -> Evaluation:
@@ -368,7 +368,7 @@ def _judge_full(
         finish_findings(ev.findings, backend), int(judged.sum()),
         {str(k): int(v) for k, v in counts.items()}, pending, None,
         lambda ids: {o for o in ids if o in everyone},
-        db.present_objects(), db.unlinked_count(), db.event_count(), ev.last_activity,
+        db.present_objects(), db.unlinked_count(), db.event_count(), dict(ev.last_activity),
         ev.waiting,
     )  # fmt: skip
 

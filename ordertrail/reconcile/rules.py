@@ -6,7 +6,7 @@ field), listing the objects concerned. Details are rendered later, from the evid
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -152,7 +152,7 @@ class Context:
     event_keys: EventKeys | None = None
     # order ids -> those with an event of their own at or before the window start
     started_before: Callable[[list[str]], set[str]] | None = None
-    last_activity: dict[str, float | None] = field(default_factory=dict)  # hop -> last event
+    last_activity: Mapping[str, float | None] = field(default_factory=dict)  # hop -> last event
     waiting: dict[str, int] = field(default_factory=dict)  # hop -> units waiting on watermarks
     pending_due: F = field(init=False)
 
@@ -498,7 +498,7 @@ def vanished(overdue_: pd.DataFrame, moved: B, later: I64) -> Rows:
     return _edge_rows("vanished", overdue_, moved, [{"later_orders": int(n)} for n in later])
 
 
-def stalled(overdue_: pd.DataFrame, moved: B, last_activity: dict[str, float | None]) -> Rows:
+def stalled(overdue_: pd.DataFrame, moved: B, last_activity: Mapping[str, float | None]) -> Rows:
     """Overdue on an edge, and the next hop has passed nothing that reached the first hop later:
     the hop (or the link to it) is stopped or backlogged."""
     seen: dict[str, str | None] = {}

@@ -7,6 +7,7 @@ store except to tell vanished from stalled for an overdue edge."""
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -183,12 +184,15 @@ def build_trail(
     if oldest is not None and oldest <= lo:
         lo = oldest - 1  # a trail shows the whole order, however old
     judge = judge_times(config, as_of, store.watermarks())
+    last: Mapping[str, float | None]
     if shared is not None:
-        last: dict[str, float | None] = shared.last(plan, lo, as_of)
+        got = shared.last(plan, lo, as_of)
+        last = {h: got.get(h) for h in plan.names}
         progress = shared.progress(backend, plan, lo, as_of)
     else:
-        with store.engine.connect() as conn:
-            last = {h: float(v) for h, v in w.last_activity(conn, plan.names, lo, as_of).items()}
+        # read per hop and only when a rule asks (stalled vs vanished of an overdue edge): the
+        # whole window's GROUP BY costs seconds on a large store
+        last = w.LazyLastActivity(store.engine.connect, plan.names, lo, as_of)
         progress = ProbeProgress(backend, plan, lo, as_of)
     with backend.window(plan, lo, as_of, orders=[order_id]) as db:
         db.resolve()
@@ -197,7 +201,7 @@ def build_trail(
         ev = evaluate(
             plan, db, as_of, judge, window_start=as_of - config.pipeline.lookback,
             chosen=[order_id], backend=backend, progress=progress,
-            last={h: last.get(h) for h in plan.names}, keep_contexts=True,
+            last=last, keep_contexts=True,
         )  # fmt: skip
         seqs = db.member_seqs(order_id)
     findings = finish_findings(ev.findings, backend)

@@ -4,7 +4,7 @@ the same for a few chosen orders or objects (trace, probes). All the engine's SQ
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -403,6 +403,46 @@ def last_activity(conn: Connection, hops: Sequence[str], lo: int, hi: int) -> di
     ).fetchall()
     got = {r[0]: int(r[1]) for r in rows}
     return {h: got[h] for h in hops if h in got}
+
+
+def last_activity_of(conn: Connection, hop: str, lo: int, hi: int) -> int | None:
+    """The latest completed or failed event of one hop in the window (what ``last_activity``
+    gives for that hop). A single MAX over the time index: SQLite and PostgreSQL walk it from
+    ``hi`` backwards, so a hop that is active answers at once, without the window scan."""
+    m = _mark(conn)
+    rows = _raw_rows(
+        conn,
+        f"SELECT MAX(occurred_at) FROM events WHERE hop = {m} AND occurred_at > {int(lo)} AND "
+        f"occurred_at <= {int(hi)} AND phase IN ('completed', 'failed')",
+        (hop,),
+    )
+    return int(rows[0][0]) if rows and rows[0][0] is not None else None
+
+
+class LazyLastActivity(Mapping[str, "float | None"]):
+    """``last_activity`` for ``hops`` read hop by hop, only for the hops asked about (a trace
+    needs it only for the hop an overdue edge points to, often for none)."""
+
+    def __init__(self, connect: Callable[[], Any], hops: Sequence[str], lo: int, hi: int):
+        self._connect = connect
+        self._hops = list(hops)
+        self._lo, self._hi = lo, hi
+        self._got: dict[str, float | None] = {}
+
+    def __getitem__(self, hop: str) -> float | None:
+        if hop not in self._hops:
+            raise KeyError(hop)
+        if hop not in self._got:
+            with self._connect() as conn:
+                v = last_activity_of(conn, hop, self._lo, self._hi)
+            self._got[hop] = None if v is None else float(v)
+        return self._got[hop]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._hops)
+
+    def __len__(self) -> int:
+        return len(self._hops)
 
 
 def fill_temp_orders(conn: Connection, orders: Iterable[str]) -> None:
