@@ -22,7 +22,7 @@ from pathlib import Path
 from bench.common import DATA, machine, measure_isolated
 from bench.reconcile import AS_OF as V1_AS_OF
 from bench.reconcile import CONFIG as V1_CONFIG
-from bench.reconcile import S, build, duckdb_reference
+from bench.reconcile import S, build, duck_cmd
 
 
 def shop_store(n: int, exe: str) -> tuple[Path, Path, dict[str, object], float]:
@@ -65,7 +65,7 @@ def main() -> None:
                            "reconcile", "--as-of", str(V1_AS_OF // S), "--format", "json",
                            "--output", str(out1)])  # fmt: skip
     r1 = json.loads(out1.read_text())
-    dk = float("nan") if a.no_duckdb else duckdb_reference(v1db)[0]
+    dk = float("nan") if a.no_duckdb else measure_isolated(duck_cmd(v1db)).seconds
 
     cfg, db, truth, ingest_s = shop_store(n, exe)
     as_of = datetime.fromisoformat(str(truth["as_of"])).strftime("%Y-%m-%dT%H:%M:%SZ")
