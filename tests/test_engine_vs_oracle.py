@@ -3,8 +3,7 @@ sets, the engine's findings must equal the oracle's exactly — on SQLite and on
 
 The oracle (tests/oracle.py) is a plain, one-order-at-a-time reading of DESIGN.md written apart
 from the engine. ``ORDERTRAIL_ORACLE_EXAMPLES`` sets the generated cases per store (default
-600, so the whole suite stays well under an hour on CI's two cores; 2,000 per store is the
-thorough run, see the README; ``bench/oracle.py`` runs a larger profile)."""
+2,000; ``bench/oracle.py`` runs a larger profile)."""
 
 from __future__ import annotations
 
@@ -27,7 +26,7 @@ from tests.oracle import oracle_findings
 from tests.oracle_cases import CASES
 from tests.pipeline_strategies import cases
 
-EXAMPLES = int(os.environ.get("ORDERTRAIL_ORACLE_EXAMPLES", "600"))
+EXAMPLES = int(os.environ.get("ORDERTRAIL_ORACLE_EXAMPLES", "2000"))
 # shrinking a failure of these big strategies can take many minutes; skip it when iterating
 PHASES = (
     [Phase.explicit, Phase.reuse, Phase.generate]
