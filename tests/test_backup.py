@@ -359,7 +359,9 @@ CORRUPTIONS: dict[str, tuple[Callable[[Path, Path, Path], None], str]] = {
     ),
     "a broken page, checksum matching": (
         lambda g, o, t: rebuild(g, o, db=damage_page),
-        "its database fails SQLite's integrity check (database disk image is malformed)",
+        # the damaged page is either unreadable or inconsistent, depending on what it held
+        "its database fails SQLite's integrity check (database disk image is malformed)"
+        "|its database fails SQLite's integrity check (On tree page ",
     ),
     "row counts unlike the manifest": (
         lambda g, o, t: rebuild(g, o, manifest=lambda m: m["tables"].update(events=3001)),

@@ -391,7 +391,12 @@ def _integrity(conn: sqlite3.Connection) -> list[str]:
         rows = [str(r[0]) for r in conn.execute("PRAGMA integrity_check")]
     except sqlite3.DatabaseError as e:
         return [str(e)]
-    return [] if rows == ["ok"] else rows
+    if rows == ["ok"]:
+        return []
+    # a row may hold several lines ("*** in database main ***\nOn tree page …"): one message
+    # per line, without the header, so an error about them stays one line
+    lines = [x.strip() for r in rows for x in r.splitlines()]
+    return [x for x in lines if x and not x.startswith("*** in database")] or ["not ok"]
 
 
 def _table_names(conn: sqlite3.Connection) -> list[str]:
