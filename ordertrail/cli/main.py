@@ -1249,6 +1249,7 @@ def main(argv: list[str] | None = None) -> None:
 
 from ordertrail.cli import backup as _backup  # noqa: E402,F401  (registers the commands)
 from ordertrail.cli import check as _check  # noqa: E402,F401  (registers the command)
+from ordertrail.cli import export as _export  # noqa: E402,F401  (registers the command)
 from ordertrail.cli import prune as _prune  # noqa: E402,F401  (registers the command)
 from ordertrail.cli import quarantine as _quarantine  # noqa: E402,F401  (registers the command)
 from ordertrail.cli import serve as _serve  # noqa: E402,F401  (registers the command)
