@@ -153,7 +153,9 @@ def workdir(tmp_path: Path) -> Path:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    for name, problems in (("POSTGRESQL", _pg_problem), ("KAFKA", _kafka_problem)):
+    for name, problems in (
+        ("POSTGRESQL", _pg_problem), ("KAFKA", _kafka_problem), ("SPARK", _spark_problem),
+    ):  # fmt: skip
         if problems:
             terminalreporter.write_sep("!", f"{name} TESTS DID NOT RUN", red=True, bold=True)
             for p in problems:
@@ -185,3 +187,44 @@ def kafka_broker() -> Iterator[dict[str, object]]:
 def kafka(kafka_broker: dict[str, object]) -> dict[str, object]:
     require_service(kafka_broker["bootstrap"], _kafka_problem, "Kafka")
     return kafka_broker
+
+
+# -- Spark ---------------------------------------------------------------------------------------
+_spark_problem: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def spark_session() -> Iterator[object | None]:
+    """One SparkSession in local[2] for the whole run (Spark takes seconds to start), with the
+    PostgreSQL JDBC driver fetched by scripts/jdbc.sh (from Maven Central, cached in .cache/)."""
+    try:
+        import pyspark  # noqa: F401
+
+        from ordertrail.reconcile.spark import SparkUnavailable, check_java, start_session
+    except ImportError:
+        _spark_problem.append("pyspark is not installed (pip install -e '.[spark]')")
+        yield None
+        return
+    try:
+        check_java()
+    except SparkUnavailable as e:
+        _spark_problem.append(str(e))
+        yield None
+        return
+    jar = os.environ.get("ORDERTRAIL_JDBC_JAR") or start_service(
+        "jdbc.sh", "the PostgreSQL JDBC driver", _spark_problem, 600
+    )
+    if not jar:
+        yield None
+        return
+    os.environ["ORDERTRAIL_JDBC_JAR"] = jar
+    from ordertrail.schemas.config import EngineSettings
+
+    session = start_session(EngineSettings(), "local[2]", jdbc=True)
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def spark(spark_session: object | None) -> object:
+    return require_service(spark_session, _spark_problem, "Spark (Java 17 and pyspark)")

@@ -467,6 +467,25 @@ def output_options(f: Any) -> Any:
     "--workers", type=click.IntRange(1), help="Processes for loading chunks (default: auto)."
 )
 @click.option("--shard", metavar="I/N", help="Reconcile only orders whose hash bucket % N == I.")
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "spark"]),
+    default="local",
+    show_default=True,
+    help="local: this machine; spark: a Spark cluster (pip install 'ordertrail[spark]').",
+)
+@click.option(
+    "--spark-master",
+    metavar="URL",
+    help="With --engine spark: the Spark master (default: [engine.spark] master, else local[2]).",
+)
+@click.option(
+    "--parquet",
+    metavar="DIR",
+    type=click.Path(file_okay=False),
+    help="With --engine spark: read the window from 'ordertrail export --parquet DIR' files "
+    "instead of the store (needed for a SQLite store).",
+)
 @click.option("--redact", is_flag=True, help="Mask the attributes the config marks personal.")
 @click.pass_obj
 def reconcile(
@@ -478,6 +497,9 @@ def reconcile(
     fail_on: str | None,
     workers: int | None,
     shard: str | None,
+    engine: str,
+    spark_master: str | None,
+    parquet: str | None,
     redact: bool,
 ) -> None:
     """Match every order's events end to end; report findings and hop incidents."""
@@ -485,6 +507,14 @@ def reconcile(
     from ordertrail.reconcile import reconcile as run_reconcile
 
     kinds = _parse_kinds(fail_on, set(KINDS) | {"hop_silent", "source_lagging", "any"})
+    if engine != "spark":
+        for name, given in (("--spark-master", spark_master), ("--parquet", parquet)):
+            if given:
+                raise click.UsageError(f"{name} goes with --engine spark")
+    elif shard:
+        raise click.UsageError("--shard is for the local engine; Spark spreads the orders itself")
+    elif incremental:
+        raise click.UsageError("--incremental is for the local engine; Spark judges every order")
     cfg = state.config()
     when = parse_time_option(as_of, "--as-of", cfg.pipeline.timezone)
     part = parse_shard(shard)
@@ -494,15 +524,23 @@ def reconcile(
         def on_progress(stage: str, done: int, total: int) -> None:
             bar.set(100 * done / max(total, 1), stage)
 
-        result = run_reconcile(
-            store,
-            cfg,
-            as_of=when,
-            incremental=incremental,
-            workers=workers,
-            shard=part,
-            progress=on_progress,
-        )
+        if engine == "spark":
+            from ordertrail.reconcile.spark import reconcile_spark
+
+            result = reconcile_spark(
+                store, cfg, as_of=when, parquet=parquet, master=spark_master,
+                progress=on_progress,
+            )  # fmt: skip
+        else:
+            result = run_reconcile(
+                store,
+                cfg,
+                as_of=when,
+                incremental=incremental,
+                workers=workers,
+                shard=part,
+                progress=on_progress,
+            )
     if redact:
         from ordertrail.report.redact import redact_finding
 
@@ -1249,6 +1287,7 @@ def main(argv: list[str] | None = None) -> None:
 
 from ordertrail.cli import backup as _backup  # noqa: E402,F401  (registers the commands)
 from ordertrail.cli import check as _check  # noqa: E402,F401  (registers the command)
+from ordertrail.cli import export as _export  # noqa: E402,F401  (registers the command)
 from ordertrail.cli import prune as _prune  # noqa: E402,F401  (registers the command)
 from ordertrail.cli import quarantine as _quarantine  # noqa: E402,F401  (registers the command)
 from ordertrail.cli import serve as _serve  # noqa: E402,F401  (registers the command)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,6 +140,39 @@ def _cat(arrs: list[Any], dtype: Any) -> Any:
     return np.concatenate(arrs) if arrs else np.empty(0, dtype=dtype)
 
 
+def judge_parts(
+    plan: Plan,
+    db: WindowDB,
+    as_of: int,
+    judge: dict[str, float],
+    *,
+    window_start: int | None,
+    chosen: list[str] | None = None,
+    event_keys: Callable[[Any], tuple[list[str], list[str]]] | None = None,
+    started_before: Callable[[list[str]], set[str]] | None = None,
+    last: Mapping[str, float | None] | None = None,
+    on_part: Callable[[int, int], None] | None = None,
+    unlinked: bool = True,
+) -> Iterator[tuple[PartResult, Context]]:
+    """Every rule but vanished and stalled over the window staged in ``db``, one hash part of
+    the orders at a time. ``unlinked`` False: the objects of no order are judged elsewhere (a
+    Spark task holds only its orders' objects, so it cannot tell which belong to none)."""
+    judge_ix = {plan.hx[h]: v for h, v in judge.items() if h in plan.hx}
+    last = last if last is not None else db.last_activity()
+    for p in range(db.n_parts):
+        if on_part is not None:
+            on_part(p, db.n_parts)
+        st, facts = db.part_state(p, chosen)
+        if not unlinked:
+            facts.unlinked = facts.unlinked.iloc[:0]
+        ctx = Context(
+            st, as_of, judge_ix, window_start=window_start, facts=facts,
+            event_keys=event_keys, started_before=started_before,
+        )  # fmt: skip
+        ctx.last_activity = last
+        yield judge_part(ctx), ctx
+
+
 def evaluate(
     plan: Plan,
     db: WindowDB,
@@ -157,25 +190,19 @@ def evaluate(
     """Every rule over the window staged in ``db``, one hash part of the orders at a time; then
     vanished vs stalled over every part (from ``progress`` when given: a probe for chosen
     orders). The one engine, for a window or chosen orders."""
-    judge_ix = {plan.hx[h]: v for h, v in judge.items() if h in plan.hx}
     last = last if last is not None else db.last_activity()
     parts: list[PartResult] = []
     contexts: list[Context] = []
-    for p in range(db.n_parts):
-        if on_part is not None:
-            on_part(p, db.n_parts)
-        st, facts = db.part_state(p, chosen)
-        ctx = Context(
-            st, as_of, judge_ix, window_start=window_start, facts=facts,
-            event_keys=backend.event_keys if backend else None,
-            started_before=(
-                (lambda ids: backend.started_before(ids, window_start))
-                if backend is not None and window_start is not None
-                else None
-            ),
-        )  # fmt: skip
-        ctx.last_activity = last
-        part = judge_part(ctx)
+    for part, ctx in judge_parts(
+        plan, db, as_of, judge, window_start=window_start, chosen=chosen,
+        event_keys=backend.event_keys if backend else None,
+        started_before=(
+            (lambda ids: backend.started_before(ids, window_start))
+            if backend is not None and window_start is not None
+            else None
+        ),
+        last=last, on_part=on_part,
+    ):  # fmt: skip
         if progress is None:  # the populations wait in DuckDB, not here
             db.add_points(part.points, part.owners)
             part.points, part.owners = {}, {}

@@ -28,7 +28,7 @@ SOURCE_KINDS = ("file", "kafka", "otlp")
 FILE_FORMATS = ("jsonl", "csv")
 
 _TOP_KEYS = {"store", "pipeline", "objects", "hops", "checks", "sources", "notify", "engine"}
-_ENGINE_KEYS = {"memory", "part_orders"}
+_ENGINE_KEYS = {"memory", "part_orders", "spark"}
 _STORE_KEYS = {"url", "retention", "prune_after_ingest"}
 _PIPELINE_KEYS = {"name", "clock_skew", "lookback", "timezone", "personal", "searchable"}
 _HOP_KEYS = {
@@ -223,6 +223,10 @@ class EngineSettings:
 
     memory: str | None = None
     part_orders: int | None = None
+    # [engine.spark]: where ``reconcile --engine spark`` runs (``master``, default local[2]) and
+    # Spark options passed as they are (``spark.executor.memory = "4g"``), as (key, value) text
+    spark_master: str | None = None
+    spark_conf: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -574,7 +578,47 @@ def _parse_engine(data: Mapping[str, Any], path: str | None) -> EngineSettings:
     po = raw.get("part_orders")
     if po is not None and (isinstance(po, bool) or not isinstance(po, int) or po < 1):
         raise r.fail("part_orders", f"must be a positive integer, not {po!r}")
-    return EngineSettings(mem.strip() if mem else None, po)
+    master, conf = _parse_spark(raw.get("spark", {}), path)
+    return EngineSettings(mem.strip() if mem else None, po, master, conf)
+
+
+def _parse_spark(raw: Any, path: str | None) -> tuple[str | None, tuple[tuple[str, str], ...]]:
+    """``[engine.spark]``: ``master`` and Spark options. Dotted keys may be written bare
+    (``spark.executor.memory = "4g"`` is a nested table in TOML): they are joined again."""
+    if not isinstance(raw, dict):
+        raise ConfigError("must be a table", path=path, key="engine.spark")
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, d: dict[str, Any]) -> None:
+        for k, v in d.items():
+            key = f"{prefix}.{k}" if prefix else str(k)
+            if isinstance(v, dict):
+                walk(key, v)
+            else:
+                flat[key] = v
+
+    walk("", raw)
+    master = _Reader(flat, "engine.spark", path).text("master")
+    conf: list[tuple[str, str]] = []
+    for k, v in flat.items():
+        if k == "master":
+            continue
+        if not k.startswith("spark."):
+            raise ConfigError(
+                "unknown key (Spark options start with 'spark.', e.g. spark.executor.memory)",
+                path=path, key=f"engine.spark.{k}",
+            )  # fmt: skip
+        if isinstance(v, bool):
+            v = "true" if v else "false"
+        elif isinstance(v, int | float) and math.isfinite(v):
+            v = str(v)
+        if not isinstance(v, str):
+            raise ConfigError(
+                f"must be a string, number or boolean, not {v!r}", path=path,
+                key=f"engine.spark.{k}",
+            )  # fmt: skip
+        conf.append((k, v))
+    return (master.strip() if master else None), tuple(sorted(conf))
 
 
 def _parse_objects(tables: list[dict[str, Any]], path: str | None) -> list[ObjectKind]:

@@ -120,6 +120,63 @@ def window_tables(
     return evs, links_sql(dialect, hi)
 
 
+def coded_events_sql(
+    dialect: str, hops: Sequence[str], lo: int, hi: int, scan: bool, max_seq: int
+) -> str:
+    """The window's events with hop and phase as the plan's codes (-1: no hop of the
+    pipeline), stored up to ``max_seq``: what an engine outside this process stages (Spark,
+    an export)."""
+    return (
+        f"SELECT e.ingest_seq AS seq, e.order_id AS order_id, {_hop_case(hops, 'e.hop')} AS hop, "
+        f"{_phase_case('e.phase')} AS phase, e.occurred_at AS t FROM events e "
+        f"WHERE {_time_filter(dialect, scan, lo, hi)} AND e.ingest_seq <= {int(max_seq)}"
+    )
+
+
+def mentions_sql(dialect: str, lo: int, hi: int, scan: bool, max_seq: int) -> str:
+    """The objects the window's events name ("kind:id", one row each), from their stored JSON,
+    as the local engine expands it in DuckDB (events of every hop, known or not)."""
+    sep = _quote(OBJ_SEP)
+    obj = _concat(dialect, "k.key", sep, "v.value")
+    where = (
+        f"e.objects <> '' AND {_time_filter(dialect, scan, lo, hi)} "
+        f"AND e.ingest_seq <= {int(max_seq)}"
+    )
+    if dialect == "postgresql":
+        return (
+            f"SELECT e.ingest_seq AS seq, {obj} AS obj FROM events e "
+            "CROSS JOIN LATERAL jsonb_each(e.objects::jsonb) k "
+            f"CROSS JOIN LATERAL jsonb_array_elements_text(k.value) v WHERE {where}"
+        )
+    return (
+        f"SELECT e.ingest_seq AS seq, {obj} AS obj FROM events e, json_each(e.objects) k, "
+        f"json_each(k.value) v WHERE {where}"
+    )
+
+
+def staged_window_tables(
+    dialect: str, hops: Sequence[str], lo: int, hi: int, scan: bool, max_seq: int
+) -> list[str]:
+    """The window as the engine stages it, in three queries: coded events, the objects they
+    name, and every link shown by an event at or before ``hi``."""
+    return [coded_events_sql(dialect, hops, lo, hi, scan, max_seq),
+            mentions_sql(dialect, lo, hi, scan, max_seq), links_sql(dialect, hi)]  # fmt: skip
+
+
+def bucket_share(sql: str, k: int, n: int) -> str:
+    """One of the window's event queries (events aliased ``e``, ending in its WHERE clause) cut
+    to the k-th of n ranges of order_bucket: one parallel reader's share (Spark over JDBC)."""
+    from ordertrail.store.writer import BUCKETS
+
+    lo_b, hi_b = k * BUCKETS // n, (k + 1) * BUCKETS // n
+    return f"{sql} AND e.order_bucket >= {int(lo_b)} AND e.order_bucket < {int(hi_b)}"
+
+
+def links_share(sql: str, k: int, n: int) -> str:
+    """The links query cut to the k-th of n shares by a hash of the object id (PostgreSQL)."""
+    return f"{sql} AND mod(hashtext(object_id) & 2147483647, {int(n)}) = {int(k)}"
+
+
 def json_text(dialect: str, key: str) -> str:
     """SQL for one top-level attribute as JSON text ('19.99', '"pickup"', 'true'), or NULL."""
     if dialect == "postgresql":
