@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sys
+import threading
 from types import FrameType
 
 import click
@@ -132,3 +134,10 @@ def serve(
         ssl_certfile=tls_cert, ssl_keyfile=tls_key,
     )  # fmt: skip
     _server_class()(config).run(sockets=[sock])
+    # The server has shut down (a scheduled run, a child process, was stopped). A thread — the
+    # shared window's warm-up — may still be inside DuckDB: ending the interpreter would unwind
+    # it through C++ and abort the process, so leave without finalizing once output is flushed.
+    if any(t.is_alive() for t in threading.enumerate() if t is not threading.main_thread()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
