@@ -2,7 +2,7 @@
 branch, ~10 events per order) beside the v1-shaped pipeline (~5 events per order) and DuckDB's
 overdue-edge query, in the same run.
 
-    python -m bench.objects --orders 1000000
+    python -m bench.objects --orders 1000000 [--repeat 3]
 
 The shop's files come from ``bench.shop_data`` and are ingested once (the ingest rate is printed
 too); the v1 store is built directly as in ``bench.reconcile``. Reconcile runs as a whole command
@@ -48,6 +48,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--orders", type=int, default=1_000_000)
     ap.add_argument("--no-duckdb", action="store_true")
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run both reconciles this many times, alternating; report medians",
+    )
     a = ap.parse_args()
     exe = str(Path(sys.executable).parent / "ordertrail")
     n = a.orders
@@ -61,17 +67,25 @@ def main() -> None:
     if not v1db.exists():
         build(v1db, n)
     out1 = v1 / "result.json"
-    m1 = measure_isolated([exe, "--config", str(v1 / "ordertrail.toml"), "--db", f"sqlite:///{v1db}",
-                           "reconcile", "--as-of", str(V1_AS_OF // S), "--format", "json",
-                           "--output", str(out1)])  # fmt: skip
-    r1 = json.loads(out1.read_text())
+    cmd1 = [exe, "--config", str(v1 / "ordertrail.toml"), "--db", f"sqlite:///{v1db}",
+            "reconcile", "--as-of", str(V1_AS_OF // S), "--format", "json", "--output", str(out1)]  # fmt: skip
     dk = float("nan") if a.no_duckdb else measure_isolated(duck_cmd(v1db)).seconds
 
     cfg, db, truth, ingest_s = shop_store(n, exe)
     as_of = datetime.fromisoformat(str(truth["as_of"])).strftime("%Y-%m-%dT%H:%M:%SZ")
     out2 = db.parent / "result.json"
-    m2 = measure_isolated([exe, "--config", str(cfg), "reconcile", "--as-of", as_of, "--format",
-                           "json", "--output", str(out2)])  # fmt: skip
+    cmd2 = [exe, "--config", str(cfg), "reconcile", "--as-of", as_of, "--format", "json",
+            "--output", str(out2)]  # fmt: skip
+    runs1, runs2 = [], []
+    for _ in range(max(1, a.repeat)):  # alternating, so that the machine's moods hit both
+        runs1.append(measure_isolated(cmd1))
+        runs2.append(measure_isolated(cmd2))
+    if a.repeat > 1:
+        print("v1 shape runs (s): " + ", ".join(f"{m.seconds:.1f}" for m in runs1))
+        print("shop runs (s):     " + ", ".join(f"{m.seconds:.1f}" for m in runs2))
+    m1 = sorted(runs1, key=lambda m: m.seconds)[(len(runs1) - 1) // 2]  # the median (lower)
+    m2 = sorted(runs2, key=lambda m: m.seconds)[(len(runs2) - 1) // 2]
+    r1 = json.loads(out1.read_text())
     r2 = json.loads(out2.read_text())
     ev1, ev2 = r1["run"]["events"], r2["run"]["events"]
     us1, us2 = m1.seconds / ev1 * 1e6, m2.seconds / ev2 * 1e6

@@ -138,6 +138,9 @@ def serve(
     # shared window's warm-up — may still be inside DuckDB: ending the interpreter would unwind
     # it through C++ and abort the process, so leave without finalizing once output is flushed.
     if any(t.is_alive() for t in threading.enumerate() if t is not threading.main_thread()):
+        columnar = sys.modules.get("ordertrail.reconcile.columnar")
+        if columnar is not None:
+            columnar.close_idle()  # the idle databases' spill directories
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)

@@ -127,7 +127,7 @@ def load_db(
     chosen = orders is not None or objects is not None
     total = 0
     stored = 0
-    db = WindowDB(plan, memory=memory, path=path)
+    db = WindowDB(plan, memory=memory, path=path, small=chosen)
     try:
         with store.engine.connect() as conn:
             if chosen:
@@ -153,8 +153,9 @@ def load_db(
         targets: list[str] = []
         if not chosen:
             evs, links = w.window_tables(d, lo, hi, scan, stored, workers)
-            sqls += [*evs, links]
-            targets += ["*ev"] * len(evs) + ["li"]
+            # the links first: the longest query; the readers take the others as they finish
+            sqls += [links, *evs]
+            targets += ["li"] + ["*ev"] * len(evs)
         for key, q in queries:
             if q is not None:
                 sqls.append(q)

@@ -358,6 +358,12 @@ def reconcile(
     return result
 
 
+def _present_objects(backend: SqlBackend, db: WindowDB) -> set[str]:
+    """Of the objects of active findings of no order, those the window names."""
+    with backend.store.engine.connect() as conn:
+        return db.present_objects(runs.active_object_findings(conn))
+
+
 def _judge_full(
     plan: Plan, backend: SqlBackend, db: WindowDB, as_of: int, lo: int,
     judge: dict[str, float], config: Config, stage: Callable[[str, float], None],
@@ -395,7 +401,7 @@ def _judge_full(
         finish_findings(ev.findings, backend), int(judged.sum()),
         {str(k): int(v) for k, v in counts.items()}, pending, None,
         lambda ids: {o for o in ids if o in everyone},
-        db.present_objects(), db.unlinked_count(), db.event_count(), dict(ev.last_activity),
+        _present_objects(backend, db), db.unlinked_count(), db.event_count(), dict(ev.last_activity),
         ev.waiting,
     )  # fmt: skip
 
@@ -454,7 +460,7 @@ def _judge_incremental(
     counts = db.state_counts()
     return Judged(
         findings, sum(counts.values()), counts, pending, redo, db.present_orders,
-        db.present_objects(), db.unlinked_count(), db.event_count(), last, dict(part.waiting),
+        _present_objects(backend, db), db.unlinked_count(), db.event_count(), last, dict(part.waiting),
         len(affected),
     )  # fmt: skip
 

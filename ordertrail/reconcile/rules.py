@@ -238,25 +238,30 @@ class Context:
         is_obj = u.is_obj
         src_u = u.comp_first if completed else u.reach_first
         src_o = st.comp_any if completed else st.reach_any
-        # the value a unit has at each hop as a later hop of another
-        val = np.full((nu, nh), np.nan)
+        # the value a unit has at each hop as a later hop of another (never: +inf while the
+        # program runs, so that plain comparisons order it last)
+        val = np.empty((nh, nu))
         for d in range(nh):
             same = u.kind is not None and plan.each[d] == u.kind
-            val[:, d] = np.where(is_obj, src_u[:, d] if same else np.nan, src_o[u.order, d])
-        later = np.full((nu, nh), np.nan)
-        which = np.full((nu, nh), -1, dtype=np.int64)
+            val[d] = np.where(is_obj, src_u[:, d] if same else np.nan, src_o[u.order, d])
+        val[np.isnan(val)] = np.inf
+        later = np.full((nh, nu), np.inf)
+        which = np.full((nh, nu), nh, dtype=np.int64)  # nh: none (above every hop index)
         for h in reversed(plan.topo):
+            lh, wh = later[h], which[h]
             for c in plan.children[h]:
-                for cand, cw in ((val[:, c], np.full(nu, c, dtype=np.int64)),
-                                 (later[:, c], which[:, c])):  # fmt: skip
-                    better = ~np.isnan(cand) & (
-                        np.isnan(later[:, h]) | (cand < later[:, h])
-                        | ((cand == later[:, h]) & (cw < which[:, h]))
-                    )  # fmt: skip
-                    later[:, h] = np.where(better, cand, later[:, h])
-                    which[:, h] = np.where(better, cw, which[:, h])
-        cache[key] = (later, which)
-        return later, which
+                for cand, cw in ((val[c], c), (later[c], which[c])):
+                    # earlier, or as early through a lower hop index (a tie-break that does not
+                    # depend on the order the children are listed in)
+                    better = (cand < lh) | ((cand == lh) & (cw < wh))
+                    np.copyto(lh, cand, where=better)
+                    np.copyto(wh, cw, where=better)
+        never = np.isinf(later)
+        later[never] = np.nan
+        which[never] = -1
+        out = (np.ascontiguousarray(later.T), np.ascontiguousarray(which.T))
+        cache[key] = out
+        return out
 
     def reach(self, u: Units, h: int) -> F:
         return u.reach_first[:, h]
@@ -777,8 +782,22 @@ def _text(v: Any) -> str:
 
 
 def _numbers(vals: npt.NDArray[np.object_]) -> F:
-    """Each value as a number (NaN: not a number or a numeric string)."""
-    return np.array([np.nan if (n := numeric(v)) is None else n for v in vals], dtype=np.float64)
+    """Each value as a number (NaN: not a number or a numeric string). Values repeat (a
+    currency, a status, the same price): each distinct one is judged once."""
+    out = np.empty(len(vals), dtype=np.float64)
+    seen: dict[tuple[type, Any], float] = {}
+    for i, v in enumerate(vals):
+        try:
+            key = (type(v), v)  # 1, 1.0 and True stay apart
+            n = seen.get(key)
+        except TypeError:  # a list or an object: never a number
+            out[i] = np.nan
+            continue
+        if n is None:
+            got = numeric(v)
+            n = seen[key] = np.nan if got is None else got
+        out[i] = n
+    return out
 
 
 def _differ(

@@ -222,6 +222,14 @@ def active_finding_orders(conn: Connection) -> list[str]:
     return [r[0] for r in conn.execute(select(c.order_id).where(c.status.in_(ACTIVE)).distinct())]
 
 
+def active_object_findings(conn: Connection) -> list[str]:
+    """The objects of active findings of no order (an unlinked object's orphan): the only
+    objects a run asks about — is the finding resolved, or has it expired."""
+    c = t.findings.c
+    rows = conn.execute(select(c.object).where(c.status.in_(ACTIVE), c.order_id == ""))
+    return sorted({r[0] for r in rows})
+
+
 def finding_dict(r: Any, us_to_iso: Callable[[int], str | None]) -> dict[str, Any]:
     """A stored finding in the shape of reconcile's JSON."""
     return {

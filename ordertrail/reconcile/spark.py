@@ -997,17 +997,8 @@ class _SparkRun:
         """Of the objects of no order with an active finding in the store (the only objects a
         run asks about: is an unlinked object's finding resolved or expired), those the window
         still names."""
-        from sqlalchemy import select
-
-        from ordertrail.store import tables as t
-
-        c = t.findings.c
         with self.store.engine.connect() as conn:
-            objs = sorted({
-                r[0] for r in conn.execute(
-                    select(c.object).where(c.status.in_(runs.ACTIVE), c.order_id == "")
-                )
-            })  # fmt: skip
+            objs = runs.active_object_findings(conn)
         if not objs:
             return set()
         q = self.session.createDataFrame([(b,) for b in objs], "obj STRING")

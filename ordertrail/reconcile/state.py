@@ -38,6 +38,8 @@ class Units:
 
     @property
     def is_obj(self) -> B:
+        if len(self.obj_code) == len(self.order):
+            return self.obj_code >= 0
         return np.array([o is not None for o in self.obj], dtype=bool)
 
     def __len__(self) -> int:
@@ -88,23 +90,58 @@ def condition_mask(state: State, cond: Any) -> tuple[B, list[tuple[str, ...]] | 
     n = len(state)
     if cond is None:
         return np.ones(n, dtype=bool), None
-    cols = {a: state.attrs.get(a, np.full(n, MISSING, dtype=object)) for a in cond}
-    # orders share few distinct attribute combinations: evaluate each combination once
-    keys = list(zip(*(cols[a] for a in cond), strict=True)) if n else []
-    cache: dict[tuple[Any, ...], tuple[bool, tuple[str, ...]]] = {}
-    holds = np.zeros(n, dtype=bool)
-    missing: list[tuple[str, ...]] = []
     names = list(cond)
-    for i, k in enumerate(keys):
-        hk = tuple(_hashable(x) for x in k)
-        r = cache.get(hk)
-        if r is None:
-            present = {a: v for a, v in zip(names, k, strict=True) if v is not MISSING}
-            r = condition_holds(cond, present)
-            cache[hk] = r
-        holds[i] = r[0]
-        missing.append(r[1])
-    return holds, missing if any(missing) else None
+    # orders share few distinct values: code each attribute's values, judge each distinct
+    # combination of codes once
+    coded = [_coded(state, a) for a in names]
+    if not n:
+        return np.zeros(0, dtype=bool), None
+    if len(coded) == 1:
+        combos, inverse = np.arange(len(coded[0][1]))[:, None], coded[0][0]
+    else:
+        combos, inverse = np.unique(
+            np.stack([c for c, _ in coded], axis=1), axis=0, return_inverse=True
+        )
+        inverse = inverse.reshape(-1)
+    holds_c = np.zeros(len(combos), dtype=bool)
+    missing_c = np.empty(len(combos), dtype=object)
+    for j, combo in enumerate(combos):
+        present = {}
+        for a, (_, reps), code in zip(names, coded, combo, strict=True):
+            v = reps[int(code)]
+            if v is not MISSING:
+                present[a] = v
+        holds_c[j], missing_c[j] = condition_holds(cond, present)
+    missing = missing_c[inverse]
+    return holds_c[inverse], (missing.tolist() if any(missing_c[np.unique(inverse)]) else None)
+
+
+def _coded(state: State, attr: str) -> tuple[I64, list[Any]]:
+    """An attribute's value per order as codes into a list of distinct values (1, 1.0 and true
+    apart; MISSING one of them), kept on the state for the next condition."""
+    cache = state.__dict__.setdefault("_coded", {})
+    if attr in cache:
+        return cache[attr]
+    n = len(state)
+    col = state.attrs.get(attr)
+    if col is None:
+        col = np.full(n, MISSING, dtype=object)
+    ids: dict[Any, int] = {}
+    reps: list[Any] = []
+    codes = np.empty(n, dtype=np.int64)
+    for i, v in enumerate(col):
+        try:
+            key: Any = (type(v), v)
+            c = ids.get(key)
+        except TypeError:  # a list or an object
+            key = _hashable(v)
+            c = ids.get(key)
+        if c is None:
+            c = ids[key] = len(reps)
+            reps.append(v)
+        codes[i] = c
+    cache[attr] = (codes, reps)
+    return codes, reps
 
 
 def _hashable(v: Any) -> Any:

@@ -132,7 +132,7 @@ def resolve_id(
             candidates.append((kind, oid))
         candidates.append((None, ident))
         for k, i in candidates:
-            kinds = [k] if k else w.object_kinds_of(conn, i)
+            kinds = [k] if k else w.object_kinds_of(conn, i, list(via))
             found: set[str] = set()
             for kk in kinds:
                 found.update(w.orders_of_object(conn, kk, i, via, as_of))
@@ -253,7 +253,7 @@ def _unlinked_trail(
     """An object that belongs to no order: its events, and its orphan finding if it has one."""
     kind, _, oid = label.partition(":")
     with store.engine.connect() as conn:
-        kinds = [kind] if oid else w.object_kinds_of(conn, ident)
+        kinds = [kind] if oid else w.object_kinds_of(conn, ident, config.object_names)
         objs = [(k, oid or ident) for k in kinds]
         lo = as_of - config.pipeline.lookback
         ev_table, _, _ = w.chosen_window(conn, config.hop_names, lo, as_of, [], objs)

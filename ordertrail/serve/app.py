@@ -240,7 +240,7 @@ class ServeApp:
             if sep and kind in names:
                 kinds, oid = [kind], oid
             else:
-                kinds, oid = serving.object_kinds(conn, ident, names), ident
+                kinds, oid = w.object_kinds_of(conn, ident, names), ident
         if not kinds:
             return [], None, ident
         found: dict[str, None] = {}

@@ -19,6 +19,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -75,49 +76,55 @@ class Reader:
     ) -> None:
         """Hand each query's rows to ``consume(i, reader)`` as a RecordBatchReader, batch by
         batch — a window of any size never sits whole in this process. With ``workers`` > 1
-        the queries are shared among that many readers running at once (``consume`` is then
-        called from several threads)."""
+        that many readers run at once, each taking the next query when it is done with one
+        (``consume`` is then called from several threads): put the longest query first."""
         sqls = list(sqls)
         workers = max(1, min(workers, len(sqls)))
+        pending = iter(range(len(sqls)))
+        lock = threading.Lock()
+
+        def take() -> int | None:
+            with lock:
+                return next(pending, None)
+
         if workers == 1 or self.mode == "dbapi":
-            self._stream(sqls, list(range(len(sqls))), consume, own=False)
+            self._stream(sqls, take, consume, own=False)
             return
         import concurrent.futures
 
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-            jobs = [
-                pool.submit(self._stream, sqls[j::workers],
-                            list(range(len(sqls)))[j::workers], consume, True)
-                for j in range(workers)
-            ]  # fmt: skip
+            jobs = [pool.submit(self._stream, sqls, take, consume, True) for _ in range(workers)]
             for job in jobs:
                 job.result()
 
     def _stream(
-        self, sqls: list[str], index: list[int], consume: Callable[[int, Any], None], own: bool
-    ) -> None:
+        self, sqls: list[str], take: Callable[[], int | None],
+        consume: Callable[[int, Any], None], own: bool,
+    ) -> None:  # fmt: skip
         if self.mode == "sqlite-process":
-            _stream_in_process(self.db, sqls, lambda i, r: consume(index[i], r))
+            _stream_in_process(self.db, sqls, take, consume)
         elif self.mode == "adbc":
             import adbc_driver_postgresql.dbapi as pg_adbc
 
             conn = pg_adbc.connect(self._pg_url, autocommit=True) if own else self._pg
             try:
-                for i, sql in enumerate(sqls):
+                while (i := take()) is not None:
                     cur = conn.cursor()
                     try:
-                        cur.execute(sql)
-                        consume(index[i], cur.fetch_record_batch())
+                        cur.execute(sqls[i])
+                        consume(i, cur.fetch_record_batch())
                     finally:
                         cur.close()
             finally:
                 if own:
                     conn.close()
         else:
-            for i, sql in enumerate(sqls):
+            while (i := take()) is not None:
                 consume(
-                    index[i],
-                    pa.RecordBatchReader.from_batches(*_as_batches(_dbapi_query(self.engine, sql))),
+                    i,
+                    pa.RecordBatchReader.from_batches(
+                        *_as_batches(_dbapi_query(self.engine, sqls[i]))
+                    ),
                 )
 
     def close(self) -> None:
@@ -180,7 +187,14 @@ def _as_batches(tb: pa.Table) -> tuple[Any, list[Any]]:
     return tb.schema, tb.to_batches()
 
 
-def _stream_in_process(db: str, sqls: list[str], consume: Callable[[int, Any], None]) -> None:
+def _stream_in_process(
+    db: str, sqls: list[str], take: Callable[[], int | None], consume: Callable[[int, Any], None]
+) -> None:
+    """One reader process answering queries one at a time (a JSON line each on its stdin, an
+    Arrow IPC stream each on its stdout) for as long as ``take`` gives one."""
+    i = take()
+    if i is None:
+        return
     proc = subprocess.Popen(
         [sys.executable, "-m", "ordertrail.store.arrow"],
         stdin=subprocess.PIPE,
@@ -190,20 +204,26 @@ def _stream_in_process(db: str, sqls: list[str], consume: Callable[[int, Any], N
         env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-    proc.stdin.write(orjson.dumps({"db": db, "sqls": sqls}))
-    proc.stdin.close()
-    done = 0
+    asked = done = 0
+    failed = False
     try:
-        for i in range(len(sqls)):
+        proc.stdin.write(orjson.dumps({"db": db}) + b"\n")
+        while i is not None:
+            asked += 1
+            proc.stdin.write(orjson.dumps({"sql": sqls[i]}) + b"\n")
+            proc.stdin.flush()
             consume(i, pa.ipc.open_stream(proc.stdout))
             done += 1
+            i = take()
     except (pa.ArrowInvalid, OSError):
-        pass
+        failed = True
     finally:
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
         proc.stdout.close()
     err = proc.stderr.read().decode("utf-8", "replace").strip()
     code = proc.wait()
-    if code != 0 or done != len(sqls):
+    if failed or code != 0 or done != asked:
         from ordertrail.errors import StoreError
 
         last = err.splitlines()[-1] if err else f"exit status {code}"
@@ -211,14 +231,17 @@ def _stream_in_process(db: str, sqls: list[str], consume: Callable[[int, Any], N
 
 
 def _serve() -> None:
-    """The reader process: queries on stdin (JSON), Arrow IPC streams on stdout."""
+    """The reader process: the store on stdin's first line, then a query per line (JSON), an
+    Arrow IPC stream per query on stdout; it ends when stdin does."""
     import adbc_driver_sqlite.dbapi as sqlite_adbc
 
-    req = orjson.loads(sys.stdin.buffer.read())
+    stdin = sys.stdin.buffer
+    req = orjson.loads(stdin.readline())
     conn = sqlite_adbc.connect(req["db"], autocommit=True)
     try:
         out = sys.stdout.buffer
-        for sql in req["sqls"]:
+        for line in stdin:
+            sql = orjson.loads(line)["sql"]
             cur = conn.cursor()
             try:
                 # big batches: the default 1,024 rows makes IPC and DuckDB's inserts dominate

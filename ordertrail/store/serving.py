@@ -95,25 +95,6 @@ def first_attributes(
     return out
 
 
-def object_kinds(conn: Connection, object_id: str, kinds: Sequence[str]) -> list[str]:
-    """The kinds, among ``kinds``, under which ``object_id`` was ever named: one primary-key
-    lookup per kind (a lookup by id alone would scan ``event_objects`` and ``links``)."""
-    eo, li = t.event_objects.c, t.links.c
-    out = []
-    for k in kinds:
-        named = (
-            conn.execute(
-                select(eo.kind).where(eo.kind == k, eo.object_id == object_id).limit(1)
-            ).first()
-            or conn.execute(
-                select(li.kind).where(li.kind == k, li.object_id == object_id).limit(1)
-            ).first()
-        )
-        if named:
-            out.append(k)
-    return out
-
-
 def stalled_at(
     conn: Connection, hop: str, limit: int | None = None
 ) -> tuple[int, list[dict[str, Any]]]:

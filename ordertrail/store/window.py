@@ -78,16 +78,20 @@ def events_sql(
     )
 
 
-def links_sql(dialect: str, as_of: int) -> str:
+def links_sql(dialect: str, as_of: int, scan: bool = False) -> str:
+    """Every link shown by an event at or before ``as_of``. ``scan``: most links qualify (a
+    window ending now), so SQLite reads the table through rather than through the time index
+    (a row lookup per link: three times slower)."""
     sep = _quote(OBJ_SEP)
     obj = _concat(dialect, "kind", sep, "object_id")
     other = (
         f"CASE WHEN link_kind = '' THEN '' ELSE {_concat(dialect, 'link_kind', sep, 'link_id')} END"
     )
     order = "CASE WHEN link_kind = '' THEN link_id ELSE '' END"
+    plus = "+" if dialect == "sqlite" and scan else ""
     return (
         f"SELECT {obj} AS obj, {other} AS other, {order} AS order_id FROM links "
-        f"WHERE occurred_at <= {int(as_of)}"
+        f"WHERE {plus}occurred_at <= {int(as_of)}"
     )
 
 
@@ -117,7 +121,7 @@ def window_tables(
     bounds = [max_seq * k // n for k in range(n + 1)]
     bounds[0] = -1
     evs = [events_sql(dialect, lo, hi, scan, (bounds[k], bounds[k + 1])) for k in range(n)]
-    return evs, links_sql(dialect, hi)
+    return evs, links_sql(dialect, hi, scan)
 
 
 def coded_events_sql(
@@ -200,27 +204,28 @@ def attribute_sql(
     among ``seqs``, with the value as JSON text; None when nothing can match. ``delta`` =
     (hi_old, seq_old, seq): only the events an incremental run reads (see delta_events_sqls)."""
     val = json_text(dialect, key)
-    sql = (
-        f"SELECT e.ingest_seq AS seq, e.occurred_at AS t, e.source AS src, e.event_id AS eid, "
-        f"{val} AS v FROM events e WHERE {_time_filter(dialect, scan, lo, hi)} AND {val} IS NOT NULL "
-        f"AND {val} <> 'null'"
-    )
+    # the cheap conditions first: SQLite evaluates them in order, the JSON only where they hold
+    where = [_time_filter(dialect, scan, lo, hi)]
     if delta is not None:
         hi_old, s0, s1 = (int(x) for x in delta)
-        sql += (
-            f" AND ((e.ingest_seq > {s0} AND e.ingest_seq <= {s1}) OR "
+        where.append(
+            f"((e.ingest_seq > {s0} AND e.ingest_seq <= {s1}) OR "
             f"(e.occurred_at > {hi_old} AND e.ingest_seq <= {s0}))"
         )
     if hops is not None:
         if not hops:
             return None
-        sql += " AND e.hop IN (" + ", ".join(_quote(h) for h in hops) + ")"
+        where.append("e.hop IN (" + ", ".join(_quote(h) for h in hops) + ")")
     if seqs is not None:
         ids = sorted({int(s) for s in seqs})
         if not ids:
             return None
-        sql += " AND e.ingest_seq IN (" + ", ".join(map(str, ids)) + ")"
-    return sql
+        where.append("e.ingest_seq IN (" + ", ".join(map(str, ids)) + ")")
+    where += [f"{val} IS NOT NULL", f"{val} <> 'null'"]
+    return (
+        f"SELECT e.ingest_seq AS seq, e.occurred_at AS t, e.source AS src, e.event_id AS eid, "
+        f"{val} AS v FROM events e WHERE " + " AND ".join(where)
+    )
 
 
 def count_stored(conn: Connection, seq: int) -> list[Any]:
@@ -303,16 +308,24 @@ def _resolve_object(
     return out
 
 
-def object_kinds_of(conn: Connection, object_id: str) -> list[str]:
-    """The kinds under which an id was ever named."""
+def object_kinds_of(conn: Connection, object_id: str, kinds: Sequence[str]) -> list[str]:
+    """The kinds, among ``kinds`` (the configured ones), under which ``object_id`` was ever
+    named: one primary-key lookup per kind (a lookup by id alone scans ``event_objects`` and
+    ``links``: seconds on a large store)."""
     m = _mark(conn)
-    rows = _raw_rows(
-        conn,
-        f"SELECT DISTINCT kind FROM event_objects WHERE object_id = {m} "
-        f"UNION SELECT DISTINCT kind FROM links WHERE object_id = {m}",
-        (object_id, object_id),
-    )
-    return sorted(r[0] for r in rows)
+    out = []
+    for k in kinds:
+        if _raw_rows(
+            conn,
+            f"SELECT 1 FROM event_objects WHERE kind = {m} AND object_id = {m} LIMIT 1",
+            (k, object_id),
+        ) or _raw_rows(
+            conn,
+            f"SELECT 1 FROM links WHERE kind = {m} AND object_id = {m} LIMIT 1",
+            (k, object_id),
+        ):
+            out.append(k)
+    return out
 
 
 def objects_of_orders(
