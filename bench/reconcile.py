@@ -140,10 +140,18 @@ def to_postgres(db: Path, url: str) -> int:
         c.execute(text(f'DROP DATABASE IF EXISTS "{u.database}" WITH (FORCE)'))
         c.execute(text(f'CREATE DATABASE "{u.database}"'))
     admin.dispose()
-    Store(url).close()
+    store = Store(url)
+    src = sqlite3.connect(db)
+    lo_t, hi_t = src.execute("SELECT min(occurred_at), max(occurred_at) FROM events").fetchone()
+    with store.engine.begin() as conn:  # events are partitioned by month (migration 0006)
+        from ordertrail.store.retention import ensure_partitions, events_partitioned
+
+        if events_partitioned(conn):
+            ensure_partitions(conn, range(int(lo_t), int(hi_t) + 1, 86_400_000_000))
+            ensure_partitions(conn, [int(hi_t)])
+    store.close()
     cols = ("ingest_seq, event_id, source, order_id, order_bucket, hop, phase, occurred_at, "
             "source_ref, attributes, ingested_at")  # fmt: skip
-    src = sqlite3.connect(db)
     n = 0
     plain = u.set(drivername="postgresql").render_as_string(hide_password=False)
     with psycopg.connect(plain) as pg, pg.cursor() as cur:
