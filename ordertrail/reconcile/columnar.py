@@ -555,10 +555,9 @@ class WindowDB:
                     sel = ph == ph_
                     fst[r[sel], h[sel]] = mn[sel]
                     lst[r[sel], h[sel]] = mx[sel]
-            for dst, src in ((cf, first), (cl, last)):
-                dst[n_obj:] = src[plain, :, COMPLETED]
-            ff[n_obj:] = first[plain, :, FAILED]
-            fl[n_obj:] = last[plain, :, FAILED]
+            for dst, src, ph_ in ((cf, first, COMPLETED), (ff, first, FAILED),
+                                  (cl, last, COMPLETED), (fl, last, FAILED)):  # fmt: skip
+                dst[n_obj:] = src[plain, :, ph_]  # order units: the order's own times
             u = Units(
                 kind, u_order, np.concatenate([ko_obj, np.full(len(plain), None, dtype=object)]),
                 cf, cl, fl, np.fmin(cf, ff),

@@ -17,7 +17,7 @@ import pandas as pd
 
 from ordertrail.reconcile.evidence import EdgeProgress
 from ordertrail.reconcile.plan import Plan, Requirement
-from ordertrail.reconcile.state import COMPLETED, State, Units, condition_mask
+from ordertrail.reconcile.state import COMPLETED, State, Units, condition_mask, distinct_codes
 from ordertrail.schemas.event import us_to_iso
 
 F = npt.NDArray[np.float64]
@@ -782,22 +782,11 @@ def _text(v: Any) -> str:
 
 
 def _numbers(vals: npt.NDArray[np.object_]) -> F:
-    """Each value as a number (NaN: not a number or a numeric string). Values repeat (a
-    currency, a status, the same price): each distinct one is judged once."""
-    out = np.empty(len(vals), dtype=np.float64)
-    seen: dict[tuple[type, Any], float] = {}
-    for i, v in enumerate(vals):
-        try:
-            key = (type(v), v)  # 1, 1.0 and True stay apart
-            n = seen.get(key)
-        except TypeError:  # a list or an object: never a number
-            out[i] = np.nan
-            continue
-        if n is None:
-            got = numeric(v)
-            n = seen[key] = np.nan if got is None else got
-        out[i] = n
-    return out
+    """Each value as a number (NaN: not a number or a numeric string), judged once per
+    distinct value (a currency, a status, the same price repeat)."""
+    codes, reps = distinct_codes(vals)
+    nums = np.array([np.nan if (n := numeric(v)) is None else n for v in reps], dtype=np.float64)
+    return nums[codes]
 
 
 def _differ(

@@ -34,13 +34,11 @@ class Units:
     comp_last: F
     fail_last: F
     reach_first: F
-    obj_code: I64 = field(default_factory=lambda: np.empty(0, dtype=np.int64))  # -1: order unit
+    obj_code: I64  # [units] the object's index, -1 for an order unit
 
     @property
     def is_obj(self) -> B:
-        if len(self.obj_code) == len(self.order):
-            return self.obj_code >= 0
-        return np.array([o is not None for o in self.obj], dtype=bool)
+        return self.obj_code >= 0
 
     def __len__(self) -> int:
         return len(self.order)
@@ -112,24 +110,29 @@ def condition_mask(state: State, cond: Any) -> tuple[B, list[tuple[str, ...]] | 
             if v is not MISSING:
                 present[a] = v
         holds_c[j], missing_c[j] = condition_holds(cond, present)
-    missing = missing_c[inverse]
-    return holds_c[inverse], (missing.tolist() if any(missing_c[np.unique(inverse)]) else None)
+    # every combination comes from some order, so any missing one is some order's
+    return holds_c[inverse], (missing_c[inverse].tolist() if any(missing_c) else None)
 
 
 def _coded(state: State, attr: str) -> tuple[I64, list[Any]]:
-    """An attribute's value per order as codes into a list of distinct values (1, 1.0 and true
-    apart; MISSING one of them), kept on the state for the next condition."""
+    """An attribute's value per order as :func:`distinct_codes`, kept on the state for the next
+    condition."""
     cache = state.__dict__.setdefault("_coded", {})
-    if attr in cache:
-        return cache[attr]
-    n = len(state)
-    col = state.attrs.get(attr)
-    if col is None:
-        col = np.full(n, MISSING, dtype=object)
+    if attr not in cache:
+        col = state.attrs.get(attr)
+        cache[attr] = distinct_codes(
+            np.full(len(state), MISSING, dtype=object) if col is None else col
+        )
+    return cache[attr]
+
+
+def distinct_codes(vals: Any) -> tuple[I64, list[Any]]:
+    """Values as codes into the list of their distinct values (1, 1.0 and true apart; lists
+    and objects by their JSON): what is judged per distinct value is judged once."""
     ids: dict[Any, int] = {}
     reps: list[Any] = []
-    codes = np.empty(n, dtype=np.int64)
-    for i, v in enumerate(col):
+    codes = np.empty(len(vals), dtype=np.int64)
+    for i, v in enumerate(vals):
         try:
             key: Any = (type(v), v)
             c = ids.get(key)
@@ -140,7 +143,6 @@ def _coded(state: State, attr: str) -> tuple[I64, list[Any]]:
             c = ids[key] = len(reps)
             reps.append(v)
         codes[i] = c
-    cache[attr] = (codes, reps)
     return codes, reps
 
 

@@ -226,29 +226,12 @@ class ServeApp:
                            searchable=searchable, what=q)  # fmt: skip
 
     def _resolve(self, ident: str, now: int) -> tuple[list[str], str | None, str]:
-        """(orders, the object they were found by, the id to trace): ``resolve_id``, with the
-        object's kind found by indexed lookups first — an id without its kind would make the
-        store scan every object."""
+        """(orders, the object they were found by, the id to trace): ``resolve_id``, which
+        finds a bare id's kind by primary-key lookups."""
         from ordertrail.report.trace import resolve_id
-        from ordertrail.store import window as w
 
-        names = self.config.object_names
-        kind, sep, oid = ident.partition(":")
-        with self.store.engine.connect() as conn:
-            if w.orders_like(conn, ident):
-                return [ident], None, ident
-            if sep and kind in names:
-                kinds, oid = [kind], oid
-            else:
-                kinds, oid = w.object_kinds_of(conn, ident, names), ident
-        if not kinds:
-            return [], None, ident
-        found: dict[str, None] = {}
-        label = f"{kinds[0]}:{oid}" if len(kinds) == 1 else oid
-        for k in kinds:
-            orders, _ = resolve_id(self.store, self.config, f"{k}:{oid}", now)
-            found.update(dict.fromkeys(orders))
-        return sorted(found), label, label
+        orders, by = resolve_id(self.store, self.config, ident, now)
+        return orders, by, by or ident
 
     def _chosen(self, request: Request, q: str, orders: list[str], by: str) -> Response:
         if len(orders) == 1:
