@@ -97,16 +97,26 @@ def finish(
     parts: list[PartResult],
     progress: Callable[[int], EdgeProgress],
     last_activity: Mapping[str, float | None],
+    *,
+    release: bool = False,
 ) -> pd.DataFrame:
-    """Vanished vs stalled over the whole window, then every part's rows as findings."""
+    """Vanished vs stalled over the whole window, then every part's rows as findings.
+    ``release``: the parts give up their rows and overdue units as they are taken (a window's
+    run holds each unit once, not also in its part)."""
     over = [p.overdue for p in parts if len(p.overdue)]
     rows = [p.rows for p in parts if len(p.rows)]
+    if release:
+        for p in parts:
+            p.rows, p.overdue = p.rows.iloc[:0].copy(), p.overdue.iloc[:0].copy()
     if over:
         ov = pd.concat(over, ignore_index=True)
+        over.clear()
         moved, later = _moved(ov, progress)
         rows.append(vanished(ov, moved, later).frame())
         rows.append(stalled(ov, moved, last_activity).frame())
+        del ov
     raw = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+    rows.clear()
     return group(raw)
 
 

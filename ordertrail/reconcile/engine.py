@@ -186,10 +186,14 @@ def evaluate(
     last: Mapping[str, float | None] | None = None,
     on_part: Callable[[int, int], None] | None = None,
     keep_contexts: bool = False,
+    tally: Callable[[PartResult], None] | None = None,
 ) -> Evaluation:
     """Every rule over the window staged in ``db``, one hash part of the orders at a time; then
     vanished vs stalled over every part (from ``progress`` when given: a probe for chosen
-    orders). The one engine, for a window or chosen orders."""
+    orders). The one engine, for a window or chosen orders. ``tally``: takes each part's
+    orders (ids, states, next due) as the part ends, and the evaluation keeps none of them
+    (nor the parts' rows once they are findings) — a window's run then holds no per-order
+    array of every order."""
     last = last if last is not None else db.last_activity()
     parts: list[PartResult] = []
     contexts: list[Context] = []
@@ -206,10 +210,16 @@ def evaluate(
         if progress is None:  # the populations wait in DuckDB, not here
             db.add_points(part.points, part.owners)
             part.points, part.owners = {}, {}
+        if tally is not None:
+            tally(part)
+            # copies: an empty slice is a view that would keep the whole array
+            part.order_ids, part.state = part.order_ids[:0].copy(), part.state[:0].copy()
+            part.judged, part.next_due = part.judged[:0].copy(), part.next_due[:0].copy()
         parts.append(part)
         if keep_contexts:
             contexts.append(ctx)
-    findings = finish(parts, progress or db_population(db), last)
+    # with a tally nobody reads the parts' rows and overdue units after they become findings
+    findings = finish(parts, progress or db_population(db), last, release=tally is not None)
     return Evaluation(findings, parts, contexts, last)
 
 
@@ -364,6 +374,45 @@ def _present_objects(backend: SqlBackend, db: WindowDB) -> set[str]:
         return db.present_objects(runs.active_object_findings(conn))
 
 
+class OrderTally:
+    """A full run's per-order outcomes, summed part by part: state counts, the in-flight orders
+    (with their next due), and, for a cache, every order's state and overdue unit in the
+    window's DuckDB."""
+
+    def __init__(self, db: WindowDB, shard: Part | None, keep: bool) -> None:
+        self.db, self.shard, self.keep = db, shard, keep
+        self.counts: dict[str, int] = {}
+        self.pending: list[tuple[str, int | None]] = []
+        self.n = 0
+        self._first = True
+
+    def __call__(self, p: PartResult) -> None:
+        if self.keep:
+            tables = {"ostate": inc.ostate_to_arrow(p.order_ids, p.state, p.next_due),
+                      "over": inc.over_to_arrow(p.overdue)}  # fmt: skip
+            if self._first:
+                self.db.keep_tables(tables)
+            else:
+                for name, tb in tables.items():
+                    self.db.insert(name, tb)
+        self._first = False
+        ids, states = p.order_ids, p.state
+        judged = (
+            np.fromiter((in_part(order_bucket(o), self.shard) for o in ids), bool, len(ids))
+            if self.shard
+            else np.ones(len(ids), dtype=bool)
+        )
+        self.n += int(judged.sum())
+        for k, v in zip(*np.unique(states[judged].astype(str), return_counts=True), strict=True):
+            self.counts[str(k)] = self.counts.get(str(k), 0) + int(v)
+        flight = np.flatnonzero(judged & (states == "in_flight"))
+        due = p.next_due[flight]
+        self.pending.extend(
+            (o, None if np.isnan(d) else int(d))
+            for o, d in zip(ids[flight].tolist(), due.tolist(), strict=True)
+        )
+
+
 def _judge_full(
     plan: Plan, backend: SqlBackend, db: WindowDB, as_of: int, lo: int,
     judge: dict[str, float], config: Config, stage: Callable[[str, float], None],
@@ -372,37 +421,17 @@ def _judge_full(
     """Every order of the window judged."""
     stage("resolving orders and objects", 30)
     db.resolve(config.engine.part_orders)
+    tally = OrderTally(db, shard, keep=db.path is not None)
     ev = evaluate(
         plan, db, as_of, judge, window_start=lo, backend=backend,
-        on_part=lambda p, n: stage(f"part {p + 1} of {n}", 40 + 50 * p / n),
+        on_part=lambda p, n: stage(f"part {p + 1} of {n}", 40 + 50 * p / n), tally=tally,
     )  # fmt: skip
-    order_ids, states, due = ev.order_ids, ev.state, ev.next_due
-    if db.path is not None:  # a cache: every order's state, every overdue unit
-        overs = [p.overdue for p in ev.parts if len(p.overdue)]
-        db.keep_tables({
-            "over": inc.over_to_arrow(pd.concat(overs, ignore_index=True) if overs
-                                      else pd.DataFrame()),
-            "ostate": inc.ostate_to_arrow(order_ids, states, due),
-        })  # fmt: skip
     stage("evidence", 90)
-    judged = (
-        np.array([in_part(order_bucket(o), shard) for o in order_ids], dtype=bool)
-        if shard
-        else np.ones(len(order_ids), dtype=bool)
-    )
-    pending = [
-        (o, None if np.isnan(d) else int(d))
-        for o, s_, d, j in zip(order_ids, states, due, judged, strict=True)
-        if s_ == "in_flight" and j
-    ]
-    counts = pd.Series(states[judged]).value_counts().to_dict() if len(states) else {}
-    everyone = set(order_ids.tolist())
     return Judged(
-        finish_findings(ev.findings, backend), int(judged.sum()),
-        {str(k): int(v) for k, v in counts.items()}, pending, None,
-        lambda ids: {o for o in ids if o in everyone},
-        _present_objects(backend, db), db.unlinked_count(), db.event_count(), dict(ev.last_activity),
-        ev.waiting,
+        finish_findings(ev.findings, backend), tally.n, dict(sorted(tally.counts.items())),
+        tally.pending, None, db.present_orders,
+        _present_objects(backend, db), db.unlinked_count(), db.event_count(),
+        dict(ev.last_activity), ev.waiting,
     )  # fmt: skip
 
 

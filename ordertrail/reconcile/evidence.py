@@ -41,29 +41,50 @@ class EdgeProgress:
     def count_later(self, x: FloatArray, deadline: FloatArray) -> IntArray:
         """For each query: how many points have A > x and B > deadline (exact).
 
-        Square-root decomposition: whole blocks answer with a binary search in their sorted B,
-        the partial block at the front is compared element-wise; both vectorized over queries.
+        A merge-sort tree over the points in A order, one level at a time so that only one
+        level is held: at level L the points are in blocks of 2**L consecutive A positions,
+        each block sorted by B's rank (one int64 key per point, block << m | rank; the next
+        level's order is a stable sort of two sorted runs per block, which is a merge). A
+        query's suffix of A positions is covered by at most one block per level, counted by a
+        binary search. O((n + q) log n), vectorized over the queries.
         """
         n = len(self.a)
         q = len(x)
         counts = np.zeros(q, dtype=np.int64)
         if n == 0 or q == 0:
             return counts
-        k = max(64, int(np.sqrt(n)) + 1)
-        nblocks = (n + k - 1) // k
-        idx = np.searchsorted(self.a, x, side="right")
-        first_full = (idx + k - 1) // k
-        end = np.minimum(first_full * k, n)
-        for off in range(k):
-            pos = idx + off
-            m = pos < end
-            if not m.any():
+        m = max(1, (n - 1).bit_length())
+        low = (1 << m) - 1
+        by_b = np.argsort(self.b)  # ties in B in any order: "B > d" is "rank >= #(B <= d)"
+        rank = np.empty(n, dtype=np.int64)
+        rank[by_b] = np.arange(n, dtype=np.int64)
+        need = np.searchsorted(self.b[by_b], deadline, side="right").astype(np.int64)
+        pos = np.searchsorted(self.a, x, side="right").astype(np.int64)  # first A > x
+        keys = np.arange(n, dtype=np.int64)
+        keys <<= m
+        keys |= rank
+        blocks = rank  # reused as the buffer of the next level's block ids
+        level = 0
+        while True:
+            if level:  # in place: these arrays are as long as the edge's population
+                np.right_shift(keys, m + 1, out=blocks)
+                blocks <<= m
+                keys &= low
+                keys |= blocks
+                keys.sort(kind="stable")
+            live = pos < n
+            if not live.any():
                 break
-            counts[m] += self.b[pos[m]] > deadline[m]
-        for j in range(nblocks):
-            m = first_full <= j
-            if not m.any():
-                continue
-            blk = np.sort(self.b[j * k : (j + 1) * k])
-            counts[m] += len(blk) - np.searchsorted(blk, deadline[m], side="right")
+            # a suffix [pos, 2**m) takes block pos >> level where pos has bit ``level``; at
+            # level m what is left is everything (pos == 0)
+            at = np.flatnonzero(live & ((((pos >> level) & 1) == 1) | (level >= m)))
+            if len(at):
+                blk = pos[at] >> level
+                want = (blk << m) + need[at]
+                o = np.argsort(want)  # sorted needles: the binary searches walk forward
+                below = np.empty(len(at), dtype=np.int64)
+                below[o] = np.searchsorted(keys, want[o])
+                counts[at] += np.minimum(n, (blk + 1) << level) - below
+                pos[at] += 1 << level
+            level += 1
         return counts
