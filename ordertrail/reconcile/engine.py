@@ -187,13 +187,15 @@ def evaluate(
     on_part: Callable[[int, int], None] | None = None,
     keep_contexts: bool = False,
     tally: Callable[[PartResult], None] | None = None,
+    after_parts: Callable[[], None] | None = None,
 ) -> Evaluation:
     """Every rule over the window staged in ``db``, one hash part of the orders at a time; then
     vanished vs stalled over every part (from ``progress`` when given: a probe for chosen
     orders). The one engine, for a window or chosen orders. ``tally``: takes each part's
     orders (ids, states, next due) as the part ends, and the evaluation keeps none of them
     (nor the parts' rows once they are findings) — a window's run then holds no per-order
-    array of every order."""
+    array of every order. ``after_parts``: called when every part is judged, before vanished
+    vs stalled (which reads only the edge populations)."""
     last = last if last is not None else db.last_activity()
     parts: list[PartResult] = []
     contexts: list[Context] = []
@@ -218,6 +220,8 @@ def evaluate(
         parts.append(part)
         if keep_contexts:
             contexts.append(ctx)
+    if after_parts is not None:
+        after_parts()
     # with a tally nobody reads the parts' rows and overdue units after they become findings
     findings = finish(parts, progress or db_population(db), last, release=tally is not None)
     return Evaluation(findings, parts, contexts, last)
@@ -422,16 +426,28 @@ def _judge_full(
     stage("resolving orders and objects", 30)
     db.resolve(config.engine.part_orders)
     tally = OrderTally(db, shard, keep=db.path is not None)
+    window: dict[str, Any] = {}
+
+    def judged_all() -> None:
+        """What the run still asks of the window; then, unless it is kept as a cache, only
+        the orders and the edge populations stay in DuckDB's memory."""
+        window.update(objects=_present_objects(backend, db), unlinked=db.unlinked_count(),
+                      events=db.event_count())  # fmt: skip
+        if db.path is None:
+            db.release(keep=("ord", "pop"))
+
     ev = evaluate(
         plan, db, as_of, judge, window_start=lo, backend=backend,
         on_part=lambda p, n: stage(f"part {p + 1} of {n}", 40 + 50 * p / n), tally=tally,
+        after_parts=judged_all,
     )  # fmt: skip
+    if db.path is None:
+        db.release()
     stage("evidence", 90)
     return Judged(
         finish_findings(ev.findings, backend), tally.n, dict(sorted(tally.counts.items())),
-        tally.pending, None, db.present_orders,
-        _present_objects(backend, db), db.unlinked_count(), db.event_count(),
-        dict(ev.last_activity), ev.waiting,
+        tally.pending, None, db.present_orders, window["objects"], window["unlinked"],
+        window["events"], dict(ev.last_activity), ev.waiting,
     )  # fmt: skip
 
 

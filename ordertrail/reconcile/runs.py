@@ -71,47 +71,44 @@ def update_findings(
     """Upsert this run's findings; the active ones in scope that are gone become ``resolved``,
     or ``expired`` when their order (``present`` is False) left the lookback window. Returns
     what :func:`read_findings` would read back: this run's findings with their status, and
-    those it resolved or expired, sorted (without reading every finding again)."""
+    those it resolved or expired, sorted (without reading every finding again).
+
+    The active findings are streamed once: of those this run finds again only the first run is
+    kept, of the others (gone) the whole row — never every active finding's text at once."""
     c = t.findings.c
-    existing = pd.DataFrame(
-        _tuples(
-            conn.execute(
-                select(
-                    c.order_id, c.object, c.kind, c.hop, c.from_hop, c.field, c.status,
-                    c.first_run, c.since, c.detail, c.objects, c.evidence,
-                ).where(c.status.in_(ACTIVE))
-            )
-        ),
-        columns=[*IDENTITY, "status", "first_run", *STORED],
-    )  # fmt: skip
-    cur = current[[*IDENTITY, *STORED]].copy()
-    cur[IDENTITY] = cur[IDENTITY].astype(object)
-    existing[IDENTITY] = existing[IDENTITY].astype(object)
-    merged = cur.merge(existing[[*IDENTITY, "status", "first_run"]], on=IDENTITY, how="left")
-    was_active = merged["status"].isin(ACTIVE).to_numpy()
-    merged["new_status"] = np.where(was_active, "open", "new")
-    merged["first_run"] = np.where(was_active, merged["first_run"].fillna(run_id), run_id).astype(
-        int
-    )
-    cols = [*IDENTITY, *STORED, "new_status", "first_run"]
-    data = [merged[c].tolist() for c in cols]
-    rows = [
-        (r[0], r[1], r[2], r[3], r[4], r[5], int(r[6]), r[7], orjson.dumps(r[8]).decode(),
-         orjson.dumps(r[9]).decode(), r[10], int(r[11]), run_id)
-        for r in zip(*data, strict=True)
-    ]  # fmt: skip
-    insert_rows(
-        conn, "findings",
-        [*IDENTITY, "since", "detail", "objects", "evidence", "status", "first_run", "last_run"],
-        rows, conflict=IDENTITY,
-        update=["since", "detail", "objects", "evidence", "status", "first_run", "last_run"],
-    )  # fmt: skip
-    out_cols = [*IDENTITY, "since", "detail", "objects", "evidence", "status", "first_run"]
-    # as read back: the stored JSON parsed again
-    out = [(*r[:8], orjson.loads(r[8]), orjson.loads(r[9]), r[10], r[11]) for r in rows]
-    if len(existing):
-        gone = existing.merge(cur[IDENTITY], on=IDENTITY, how="left", indicator=True)
-        gone = gone[gone["_merge"] == "left_only"]
+    data = [current[k].astype(object).tolist() for k in (*IDENTITY, *STORED)]
+    missing = object()
+    first: dict[tuple[Any, ...], Any] = dict.fromkeys(zip(*data[:6], strict=True), missing)
+    gone_rows: list[tuple[Any, ...]] = []
+    q = select(
+        c.order_id, c.object, c.kind, c.hop, c.from_hop, c.field, c.first_run, c.since,
+        c.detail, c.objects, c.evidence,
+    ).where(c.status.in_(ACTIVE))  # fmt: skip
+    for row in conn.execution_options(yield_per=20_000).execute(q):
+        key = tuple(row[:6])
+        if key in first:
+            first[key] = row[6]
+        else:
+            gone_rows.append(tuple(row))
+    cols = [*IDENTITY, "since", "detail", "objects", "evidence", "status", "first_run", "last_run"]
+    out: list[tuple[Any, ...]] = []
+    batch = 20_000
+    for k in range(0, len(data[0]), batch):
+        rows = []
+        for r in zip(*(d[k : k + batch] for d in data), strict=True):
+            was = first[r[:6]]
+            active = was is not missing
+            rows.append((
+                *r[:6], int(r[6]), r[7], orjson.dumps(r[8]).decode(), orjson.dumps(r[9]).decode(),
+                "open" if active else "new", int(was if active and was is not None else run_id),
+                run_id,
+            ))  # fmt: skip
+        insert_rows(conn, "findings", cols, rows, conflict=IDENTITY, update=cols[6:], batch=batch)
+        # as read back: the stored JSON parsed again
+        out.extend((*r[:8], orjson.loads(r[8]), orjson.loads(r[9]), r[10], r[11]) for r in rows)
+    del first, data
+    if gone_rows:
+        gone = pd.DataFrame(gone_rows, columns=[*IDENTITY, "first_run", *STORED])
         gone = gone[in_scope(gone)]
         still = present(gone) if len(gone) else np.zeros(0, dtype=bool)
         upd = (
@@ -128,7 +125,8 @@ def update_findings(
                         orjson.loads(r[9]) if r[9] else {}, st, int(r[10])))  # fmt: skip
         for k in range(0, len(params), 5000):
             conn.execute(upd, params[k : k + 5000])
-    df = pd.DataFrame(out, columns=out_cols)
+    df = pd.DataFrame(out, columns=cols[:-1])
+    del out
     return df.sort_values(IDENTITY, kind="stable").reset_index(drop=True)
 
 
