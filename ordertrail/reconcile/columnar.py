@@ -318,7 +318,7 @@ class WindowDB:
         """Make this database a cache for the next incremental run: ``meta`` replaces any
         earlier one; working tables go."""
         c = self.con
-        c.execute(f"CREATE TABLE IF NOT EXISTS pop ({self._POP})")
+        c.execute(f"CREATE TABLE IF NOT EXISTS pop ({self._pop})")
         meta = {**meta, "attr_tables": [[list(k), v] for k, v in self.attr_tables.items()]}
         c.execute("CREATE OR REPLACE TABLE meta (v VARCHAR)")
         c.execute("INSERT INTO meta VALUES (?)", [orjson.dumps(meta).decode()])
@@ -695,23 +695,28 @@ class WindowDB:
     # -- edge populations (vanished vs stalled) ------------------------------------------------
     _POP = "req INTEGER, a DOUBLE, b DOUBLE, order_id VARCHAR"
 
+    @property
+    def _pop(self) -> str:
+        """The edge populations' columns: the order of each point only in a cache (its next
+        run forgets the points of the orders it judges again); a window's run needs none."""
+        return self._POP if self.path else "req INTEGER, a DOUBLE, b DOUBLE"
+
     def add_points(self, points: dict[int, tuple[Any, Any]], owners: dict[int, Any]) -> None:
         """Keep a part's edge populations: (requirement, time at its source, first reach, the
         order of the unit)."""
         c = self.con
-        c.execute(f"CREATE TABLE IF NOT EXISTS pop ({self._POP})")
+        c.execute(f"CREATE TABLE IF NOT EXISTS pop ({self._pop})")
         for req, (a, b) in points.items():
             if len(a):
-                self.insert(
-                    "pop",
-                    pa.table({"req": np.full(len(a), req, dtype=np.int32), "a": a, "b": b,
-                              "order_id": pa.array(owners[req], type=pa.string())}),
-                )  # fmt: skip
+                cols = {"req": np.full(len(a), req, dtype=np.int32), "a": a, "b": b}
+                if self.path:
+                    cols["order_id"] = pa.array(owners[req], type=pa.string())
+                self.insert("pop", pa.table(cols))
 
     def drop_points(self, orders: Sequence[str]) -> None:
         """Forget the populations of these orders (to be judged again)."""
         c = self.con
-        c.execute(f"CREATE TABLE IF NOT EXISTS pop ({self._POP})")
+        c.execute(f"CREATE TABLE IF NOT EXISTS pop ({self._pop})")
         if orders:
             c.register("_gone", pa.table({"order_id": pa.array(list(orders), type=pa.string())}))
             c.execute("DELETE FROM pop WHERE order_id IN (SELECT order_id FROM _gone)")
@@ -723,7 +728,7 @@ class WindowDB:
     def points(self, req: int) -> tuple[Any, Any]:
         """One requirement's population over every part, sorted by its source time."""
         c = self.con
-        c.execute(f"CREATE TABLE IF NOT EXISTS pop ({self._POP})")
+        c.execute(f"CREATE TABLE IF NOT EXISTS pop ({self._pop})")
         tb = c.sql(f"SELECT a, b FROM pop WHERE req = {int(req)} ORDER BY a").to_arrow_table()
         return _np(tb, "a", np.float64), _np(tb, "b", np.float64)
 
