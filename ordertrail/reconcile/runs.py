@@ -84,7 +84,8 @@ def update_findings(
         c.order_id, c.object, c.kind, c.hop, c.from_hop, c.field, c.first_run, c.since,
         c.detail, c.objects, c.evidence,
     ).where(c.status.in_(ACTIVE))  # fmt: skip
-    for row in conn.execution_options(yield_per=20_000).execute(q):
+    # the statement's option, not the connection's (that would stream every later statement)
+    for row in conn.execute(q.execution_options(yield_per=20_000)):
         key = tuple(row[:6])
         if key in first:
             first[key] = row[6]
