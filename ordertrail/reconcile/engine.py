@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import pandas as pd
 import pyarrow as pa
 
@@ -99,22 +98,6 @@ class Evaluation:
     last_activity: Mapping[str, float | None]
 
     @property
-    def order_ids(self) -> npt.NDArray[np.object_]:
-        return _cat([p.order_ids for p in self.parts], object)
-
-    @property
-    def state(self) -> npt.NDArray[np.object_]:
-        return _cat([p.state for p in self.parts], object)
-
-    @property
-    def judged(self) -> npt.NDArray[np.bool_]:
-        return _cat([p.judged for p in self.parts], bool)
-
-    @property
-    def next_due(self) -> npt.NDArray[np.float64]:
-        return _cat([p.next_due for p in self.parts], np.float64)
-
-    @property
     def waiting(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for p in self.parts:
@@ -134,10 +117,6 @@ def db_population(db: WindowDB) -> Callable[[int], EdgeProgress]:
         return cache[req]
 
     return get
-
-
-def _cat(arrs: list[Any], dtype: Any) -> Any:
-    return np.concatenate(arrs) if arrs else np.empty(0, dtype=dtype)
 
 
 def judge_parts(
@@ -497,14 +476,11 @@ def _judge_incremental(
     keep = inc.refresh_kept(keep, as_of)
     findings = pd.concat([x for x in (new, keep) if len(x)], ignore_index=True) if (
         len(new) or len(keep)) else new  # fmt: skip
-    pending = [
-        (o, None if np.isnan(d) else int(d))
-        for o, s_, d in zip(part.order_ids, part.state, part.next_due, strict=True)
-        if s_ == "in_flight"
-    ]
+    judged_again = OrderTally(db, None, keep=False)  # its in-flight orders; counts: the cache's
+    judged_again(part)
     counts = db.state_counts()
     return Judged(
-        findings, sum(counts.values()), counts, pending, redo, db.present_orders,
+        findings, sum(counts.values()), counts, judged_again.pending, redo, db.present_orders,
         _present_objects(backend, db), db.unlinked_count(), db.event_count(), last, dict(part.waiting),
         len(affected),
     )  # fmt: skip
