@@ -40,3 +40,39 @@ def test_count_later_on_many_points_with_ties() -> None:
     got = EdgeProgress(a, b).count_later(x, d)
     want = [int(((a > qx) & (b > qd)).sum()) for qx, qd in zip(x, d, strict=True)]
     assert got.tolist() == want
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    xs=st.lists(
+        st.integers(-62_135_596_800_000_000, 253_402_300_799_999_999)  # years 1..9999
+        | st.integers(-(10**12), 10**12)
+        | st.integers(0, 2_000_000_000).map(lambda s: s * 1_000_000),  # whole seconds
+        max_size=20,
+    ),
+    floats=st.booleans(),
+    nan=st.booleans(),
+)
+def test_evidence_times_formatted_as_a_column_match_one_by_one(
+    xs: list[int], floats: bool, nan: bool
+) -> None:
+    from ordertrail.reconcile.rules import iso, isos
+
+    if floats:  # the rules' times are float µs: exact only up to 2**53
+        a = np.array(
+            [x for x in xs if abs(x) < 2**53] + ([float("nan")] if nan else []), dtype=np.float64
+        )
+    else:
+        a = np.array(xs, dtype=np.int64)
+    got = isos(a)
+    assert got == [iso(x) for x in a]
+    assert all(x is None or type(x) is str for x in got)
+
+
+def test_evidence_times_out_of_numpys_range_fail_as_one_by_one() -> None:
+    import pytest
+
+    from ordertrail.reconcile.rules import isos
+
+    with pytest.raises(ValueError, match="out of range"):
+        isos(np.array([0, 253_402_300_800_000_000]))

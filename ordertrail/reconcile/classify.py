@@ -135,8 +135,13 @@ def group(raw: pd.DataFrame) -> pd.DataFrame:
         promise=[bool(e.get("promise")) for e in raw["evidence"]],
     )
     raw = raw.sort_values(["since"], kind="stable")
+    # most findings are one unit row: those become findings column by column; only the rows of
+    # an identity that occurs more than once go through the loop below
+    many = raw.duplicated(IDENTITY, keep=False).to_numpy()
+    one = raw[~many]
+    rows = _single(one) if len(one) else []
     out: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for r in raw.itertuples(index=False):
+    for r in raw[many].itertuples(index=False):
         key = (r.order_id, r.object, r.kind, r.hop, r.from_hop, r.field)
         cur = out.get(key)
         if cur is not None and cur["promise"] != r.promise:
@@ -147,7 +152,6 @@ def group(raw: pd.DataFrame) -> pd.DataFrame:
             out[key] = _new(r)
         elif isinstance(r.obj, str) and r.obj not in cur["objects"]:
             cur["objects"].append(r.obj)
-    rows = []
     for key, f in out.items():
         objects = sorted(f["objects"])
         ev = dict(f["evidence"])
@@ -169,6 +173,27 @@ def group(raw: pd.DataFrame) -> pd.DataFrame:
         )
     df = pd.DataFrame(rows, columns=FINDING_COLUMNS)
     return df.sort_values(IDENTITY, kind="stable").reset_index(drop=True)
+
+
+def _single(one: pd.DataFrame) -> list[dict[str, Any]]:
+    """Findings of one unit row each (what the loop in :func:`group` makes of such a row)."""
+    cols = {c: one[c].tolist() for c in ("last_seq", *IDENTITY, "since", "obj", "evidence")}
+    rows = []
+    for i in range(len(one)):
+        x = cols["obj"][i]
+        ev = dict(cols["evidence"][i])
+        if isinstance(x, str):  # pandas may read None back as NaN from an object column
+            objects = [x]
+        else:
+            objects = []
+            ev.pop("objects_total", None)
+        rows.append({
+            "last_seq": int(cols["last_seq"][i]), "order_id": cols["order_id"][i],
+            "object": cols["object"][i], "kind": cols["kind"][i], "hop": cols["hop"][i],
+            "from_hop": cols["from_hop"][i], "field": cols["field"][i],
+            "since": int(float(cols["since"][i])), "objects": objects, "evidence": ev,
+        })  # fmt: skip
+    return rows
 
 
 def _new(r: Any) -> dict[str, Any]:

@@ -584,7 +584,7 @@ def _record(
         "pipeline": config.pipeline.name,
     }
     run["notes"] = _notes(store, config, jd.n_events, lo, as_of)
-    findings_out = runs.finding_dicts(out, us_to_iso)
+    findings_out = runs.finding_dicts(out)
     result = RunResult(run, summary, findings_out, incidents, by_hop, jd.state_counts)
     return result, run_row
 

@@ -42,6 +42,33 @@ def iso(us: float) -> str | None:
     return None if us is None or np.isnan(us) else us_to_iso(int(us))
 
 
+# the microsecond range numpy's datetime64 and ``us_to_iso`` both format: years 1..9999
+_ISO_LO, _ISO_HI = -62_135_596_800_000_000, 253_402_300_799_999_999
+
+
+def isos(us: Any) -> list[str | None]:
+    """:func:`iso` over a whole column at once (the same strings; NaN -> None): evidence formats
+    a time per unit, and numpy's formatter does a column in one call."""
+    a = np.asarray(us)
+    if a.size == 0:
+        return []
+    nan = np.isnan(a) if a.dtype.kind == "f" else np.zeros(a.shape, dtype=bool)
+    iv = np.where(nan, 0, a).astype(np.int64)  # truncates toward zero, as int() does
+    if int(iv.min()) < _ISO_LO or int(iv.max()) > _ISO_HI:
+        return [
+            None if n else us_to_iso(int(v)) for n, v in zip(nan.tolist(), iv.tolist(), strict=True)
+        ]
+    dt = iv.astype("datetime64[us]")
+    frac = iv % 1_000_000 != 0
+    if not frac.any() and not nan.any():
+        return np.datetime_as_string(dt, unit="s", timezone="UTC").tolist()  # type: ignore[no-any-return]
+    out = np.datetime_as_string(dt, unit="s", timezone="UTC").astype(object)
+    if frac.any():
+        out[frac] = np.datetime_as_string(dt[frac], unit="us", timezone="UTC")
+    out[nan] = None
+    return out.tolist()  # type: ignore[no-any-return]
+
+
 def _nanmin(arrs: Iterable[F], n: int) -> F:
     out = np.full(n, np.nan)
     for a in arrs:
@@ -413,12 +440,12 @@ def overdue(ctx: Context) -> pd.DataFrame:
         a = plan.names[f.req.src]
         rows = Rows("overdue", ctx.state)
         ev = []
-        for i in ix:
+        ta, dl, ju = isos(f.ta[ix]), isos(f.deadline[ix]), isos(f.judge[ix])
+        for k, i in enumerate(ix):
             o = int(f.u.order[i])
             e = _ev(
-                from_hop=a, from_at=iso(f.ta[i]), deadline=iso(f.deadline[i]),
-                overdue_s=round((ctx.as_of - f.deadline[i]) / 1e6),
-                judged_until=iso(f.judge[i]),
+                from_hop=a, from_at=ta[k], deadline=dl[k],
+                overdue_s=round((ctx.as_of - f.deadline[i]) / 1e6), judged_until=ju[k],
             )  # fmt: skip
             if f.missing_attrs is not None and f.missing_attrs[o]:
                 e["missing_attributes"] = list(f.missing_attrs[o])
@@ -593,8 +620,9 @@ def confirmed_unfulfilled(ctx: Context) -> Rows:
     for f in promise_facts(ctx):
         ix = np.flatnonzero(f.unkept_overdue)
         ev = []
-        for i in ix:
-            e = _ev(promised_at=iso(f.tp[i]), deadline=iso(f.deadline[i]),
+        tp, dl = isos(f.tp[ix]), isos(f.deadline[ix])
+        for k, i in enumerate(ix):
+            e = _ev(promised_at=tp[k], deadline=dl[k],
                     overdue_s=round((ctx.as_of - f.deadline[i]) / 1e6))  # fmt: skip
             o = int(f.u.order[i])
             if f.missing_attrs is not None and f.missing_attrs[o]:
@@ -611,15 +639,17 @@ def late(ctx: Context) -> Rows:
     plan = ctx.plan
     for f in edge_facts(ctx):
         ix = np.flatnonzero(f.late)
-        ev = [_ev(reached_at=iso(f.reach[i]), deadline=iso(f.deadline[i]),
-                  late_s=round((f.reach[i] - f.deadline[i]) / 1e6), from_at=iso(f.ta[i]))
-              for i in ix]  # fmt: skip
+        ra, dl, ta = isos(f.reach[ix]), isos(f.deadline[ix]), isos(f.ta[ix])
+        ev = [_ev(reached_at=ra[k], deadline=dl[k],
+                  late_s=round((f.reach[i] - f.deadline[i]) / 1e6), from_at=ta[k])
+              for k, i in enumerate(ix)]  # fmt: skip
         rows.add(f.u.order[ix], f.label[ix], plan.names[f.req.src], f.reach[ix], f.u.obj[ix], ev)
     for p in promise_facts(ctx):
         ix = np.flatnonzero(p.late)
-        ev = [_ev(kept_at=iso(p.keep[i]), deadline=iso(p.deadline[i]), promise=True,
-                  late_s=round((p.keep[i] - p.deadline[i]) / 1e6), promised_at=iso(p.tp[i]))
-              for i in ix]  # fmt: skip
+        ke, dl, tp = isos(p.keep[ix]), isos(p.deadline[ix]), isos(p.tp[ix])
+        ev = [_ev(kept_at=ke[k], deadline=dl[k], promise=True,
+                  late_s=round((p.keep[i] - p.deadline[i]) / 1e6), promised_at=tp[k])
+              for k, i in enumerate(ix)]  # fmt: skip
         rows.add(
             p.u.order[ix], plan.names[p.target], plan.names[p.src], p.keep[ix], p.u.obj[ix], ev
         )

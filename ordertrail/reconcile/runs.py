@@ -4,7 +4,6 @@ the orders still in flight."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -240,14 +239,27 @@ def finding_dict(r: Any, us_to_iso: Callable[[int], str | None]) -> dict[str, An
     }  # fmt: skip
 
 
-def finding_dicts(df: pd.DataFrame, us_to_iso: Callable[[int], str | None]) -> list[dict[str, Any]]:
+def finding_dicts(df: pd.DataFrame) -> list[dict[str, Any]]:
     """Stored findings (a frame) in the shape of reconcile's JSON, columns read as plain lists
-    (iterating Arrow-backed columns element by element is slow)."""
-    cols = list(df.columns)
-    rows = zip(*(df[c].tolist() for c in cols), strict=True)
-    return [
-        finding_dict(SimpleNamespace(**dict(zip(cols, r, strict=True))), us_to_iso) for r in rows
-    ]
+    (iterating Arrow-backed columns element by element is slow) and times formatted as a
+    column."""
+    from ordertrail.reconcile.rules import isos
+
+    c = {k: df[k].tolist() for k in df.columns}
+    since = isos(np.asarray(c["since"], dtype=np.int64))
+
+    def parsed(v: Any, empty: str) -> Any:
+        return v if isinstance(v, (list, dict)) else orjson.loads(v or empty)
+
+    out = []
+    for i in range(len(df)):
+        out.append({
+            "order_id": c["order_id"][i] or None, "kind": c["kind"][i], "hop": c["hop"][i],
+            "from_hop": c["from_hop"][i] or None, "since": since[i], "detail": c["detail"][i],
+            "status": c["status"][i], "objects": parsed(c["objects"][i], "[]"),
+            "field": c["field"][i] or None, "evidence": parsed(c["evidence"][i], "{}"),
+        })  # fmt: skip
+    return out
 
 
 def list_findings(
