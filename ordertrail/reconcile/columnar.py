@@ -406,7 +406,11 @@ class WindowDB:
         return {r[0] for r in rows}
 
     def resolve(self, part_orders: int | None = None) -> int:
-        """Objects -> orders, events -> orders, orders -> parts. Returns the number of orders."""
+        """Objects -> orders, events -> orders, orders -> parts. Returns the number of orders.
+
+        What only this run needs (events -> orders, orders -> parts) is a TEMP table: in a
+        cache, a file, a main table is written to disk (0.7 s of an incremental run at 1M
+        orders, against 0.1 s in memory)."""
         c = self.con
         plan = self.plan
         c.execute(
@@ -427,29 +431,29 @@ class WindowDB:
         # events -> orders: an event's own order, and the orders of the objects it names (only
         # where that is another order, so no global DISTINCT is needed)
         c.execute(
-            "CREATE OR REPLACE TABLE mem AS "
+            "CREATE OR REPLACE TEMP TABLE mem AS "
             "SELECT seq, order_id FROM ev WHERE order_id <> '' "
             "UNION ALL SELECT DISTINCT m.seq, oo.order_id FROM me m JOIN oo USING (obj) "
             "JOIN ev e USING (seq) WHERE oo.order_id <> e.order_id"
         )
-        c.execute("CREATE OR REPLACE TABLE ord AS SELECT DISTINCT order_id FROM mem")
+        c.execute("CREATE OR REPLACE TEMP TABLE ord AS SELECT DISTINCT order_id FROM mem")
         n = int(c.execute("SELECT count(*) FROM ord").fetchall()[0][0])
         per = part_orders or DEFAULT_PART_ORDERS
         self.n_parts = max(1, math.ceil(n / per))
         if self.n_parts == 1:
             # one part: nothing to cluster, the part's queries read the window as it is
-            c.execute("CREATE OR REPLACE TABLE ord AS SELECT order_id, 0 AS part FROM ord")
+            c.execute("CREATE OR REPLACE TEMP TABLE ord AS SELECT order_id, 0 AS part FROM ord")
             c.execute(
-                "CREATE OR REPLACE VIEW emp AS SELECT 0 AS part, m.order_id, e.seq, e.hop, "
+                "CREATE OR REPLACE TEMP VIEW emp AS SELECT 0 AS part, m.order_id, e.seq, e.hop, "
                 "e.phase, e.t FROM mem m JOIN ev e ON e.seq = m.seq"
             )
             c.execute(
-                "CREATE OR REPLACE VIEW memp AS SELECT x.part, x.order_id, x.seq, me.obj, x.hop, "
+                "CREATE OR REPLACE TEMP VIEW memp AS SELECT x.part, x.order_id, x.seq, me.obj, x.hop, "
                 "x.phase, x.t FROM me JOIN emp x USING (seq)"
             )
             return n
         c.execute(
-            "CREATE OR REPLACE TABLE ord AS SELECT order_id, "
+            "CREATE OR REPLACE TEMP TABLE ord AS SELECT order_id, "
             f"(hash(order_id) % {self.n_parts})::INTEGER AS part FROM ord"
         )
         # each event with each order it belongs to, stored by part when there are many parts:
@@ -457,11 +461,11 @@ class WindowDB:
         # window again; a few parts filter a plain copy instead (sorting costs more than that)
         by_part = " ORDER BY part" if self.n_parts > SORT_PARTS else ""
         c.execute(
-            "CREATE OR REPLACE TABLE emp AS SELECT o.part, m.order_id, e.seq, e.hop, e.phase, e.t "
+            "CREATE OR REPLACE TEMP TABLE emp AS SELECT o.part, m.order_id, e.seq, e.hop, e.phase, e.t "
             f"FROM mem m JOIN ev e ON e.seq = m.seq JOIN ord o ON o.order_id = m.order_id{by_part}"
         )
         c.execute(
-            "CREATE OR REPLACE TABLE memp AS SELECT x.part, x.order_id, x.seq, me.obj, x.hop, "
+            "CREATE OR REPLACE TEMP TABLE memp AS SELECT x.part, x.order_id, x.seq, me.obj, x.hop, "
             f"x.phase, x.t FROM me JOIN emp x USING (seq){by_part}"
         )
         return n
