@@ -53,11 +53,12 @@ def isos(us: Any) -> list[str | None]:
     if a.size == 0:
         return []
     nan = np.isnan(a) if a.dtype.kind == "f" else np.zeros(a.shape, dtype=bool)
-    iv = np.where(nan, 0, a).astype(np.int64)  # truncates toward zero, as int() does
-    if int(iv.min()) < _ISO_LO or int(iv.max()) > _ISO_HI:
-        return [
-            None if n else us_to_iso(int(v)) for n, v in zip(nan.tolist(), iv.tolist(), strict=True)
-        ]
+    finite = np.where(nan, 0, a)
+    if a.dtype.kind not in "fi" or not (finite.min() >= _ISO_LO and finite.max() <= _ISO_HI):
+        # other types, and times numpy does not format as us_to_iso does (inf, years past
+        # 9999): one by one, with us_to_iso's error
+        return [iso(x) for x in a.tolist()]
+    iv = finite.astype(np.int64)  # truncates toward zero, as int() does
     dt = iv.astype("datetime64[us]")
     frac = iv % 1_000_000 != 0
     if not frac.any() and not nan.any():

@@ -248,16 +248,16 @@ def finding_dicts(df: pd.DataFrame) -> list[dict[str, Any]]:
     c = {k: df[k].tolist() for k in df.columns}
     since = isos(np.asarray(c["since"], dtype=np.int64))
 
-    def parsed(v: Any, empty: str) -> Any:
-        return v if isinstance(v, (list, dict)) else orjson.loads(v or empty)
+    def parsed(v: Any, kind: type, empty: str) -> Any:
+        return v if isinstance(v, kind) else orjson.loads(v or empty)
 
     out = []
     for i in range(len(df)):
         out.append({
             "order_id": c["order_id"][i] or None, "kind": c["kind"][i], "hop": c["hop"][i],
             "from_hop": c["from_hop"][i] or None, "since": since[i], "detail": c["detail"][i],
-            "status": c["status"][i], "objects": parsed(c["objects"][i], "[]"),
-            "field": c["field"][i] or None, "evidence": parsed(c["evidence"][i], "{}"),
+            "status": c["status"][i], "objects": parsed(c["objects"][i], list, "[]"),
+            "field": c["field"][i] or None, "evidence": parsed(c["evidence"][i], dict, "{}"),
         })  # fmt: skip
     return out
 
