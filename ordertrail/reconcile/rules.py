@@ -62,12 +62,12 @@ def isos(us: Any) -> list[str | None]:
     dt = iv.astype("datetime64[us]")
     frac = iv % 1_000_000 != 0
     if not frac.any() and not nan.any():
-        return np.datetime_as_string(dt, unit="s", timezone="UTC").tolist()  # type: ignore[no-any-return]
+        return np.datetime_as_string(dt, unit="s", timezone="UTC").tolist()
     out = np.datetime_as_string(dt, unit="s", timezone="UTC").astype(object)
     if frac.any():
         out[frac] = np.datetime_as_string(dt[frac], unit="us", timezone="UTC")
     out[nan] = None
-    return out.tolist()  # type: ignore[no-any-return]
+    return out.tolist()
 
 
 def _nanmin(arrs: Iterable[F], n: int) -> F:
