@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ordertrail.reconcile.evidence import EdgeProgress
+from ordertrail.reconcile.rules import iso, isos
 
 times = st.integers(0, 40).map(float) | st.just(float("nan"))
 
@@ -56,8 +58,6 @@ def test_count_later_on_many_points_with_ties() -> None:
 def test_evidence_times_formatted_as_a_column_match_one_by_one(
     xs: list[int], floats: bool, nan: bool
 ) -> None:
-    from ordertrail.reconcile.rules import iso, isos
-
     if floats:  # the rules' times are float µs: exact only up to 2**53
         a = np.array(
             [x for x in xs if abs(x) < 2**53] + ([float("nan")] if nan else []), dtype=np.float64
@@ -70,9 +70,5 @@ def test_evidence_times_formatted_as_a_column_match_one_by_one(
 
 
 def test_evidence_times_out_of_numpys_range_fail_as_one_by_one() -> None:
-    import pytest
-
-    from ordertrail.reconcile.rules import isos
-
     with pytest.raises(ValueError, match="out of range"):
         isos(np.array([0, 253_402_300_800_000_000]))

@@ -153,23 +153,8 @@ def group(raw: pd.DataFrame) -> pd.DataFrame:
         elif isinstance(r.obj, str) and r.obj not in cur["objects"]:
             cur["objects"].append(r.obj)
     for key, f in out.items():
-        objects = sorted(f["objects"])
-        ev = dict(f["evidence"])
-        if not objects:
-            ev.pop("objects_total", None)
         rows.append(
-            {
-                "last_seq": f["last_seq"],
-                "order_id": key[0],
-                "object": key[1],
-                "kind": key[2],
-                "hop": key[3],
-                "from_hop": key[4],
-                "field": key[5],
-                "since": int(f["since"]),
-                "objects": objects,
-                "evidence": ev,
-            }
+            _finding(f["last_seq"], key, int(f["since"]), sorted(f["objects"]), f["evidence"])
         )
     df = pd.DataFrame(rows, columns=FINDING_COLUMNS)
     return df.sort_values(IDENTITY, kind="stable").reset_index(drop=True)
@@ -177,23 +162,23 @@ def group(raw: pd.DataFrame) -> pd.DataFrame:
 
 def _single(one: pd.DataFrame) -> list[dict[str, Any]]:
     """Findings of one unit row each (what the loop in :func:`group` makes of such a row)."""
-    cols = {c: one[c].tolist() for c in ("last_seq", *IDENTITY, "since", "obj", "evidence")}
-    rows = []
-    for i in range(len(one)):
-        x = cols["obj"][i]
-        ev = dict(cols["evidence"][i])
-        if isinstance(x, str):  # pandas may read None back as NaN from an object column
-            objects = [x]
-        else:
-            objects = []
-            ev.pop("objects_total", None)
-        rows.append({
-            "last_seq": int(cols["last_seq"][i]), "order_id": cols["order_id"][i],
-            "object": cols["object"][i], "kind": cols["kind"][i], "hop": cols["hop"][i],
-            "from_hop": cols["from_hop"][i], "field": cols["field"][i],
-            "since": int(float(cols["since"][i])), "objects": objects, "evidence": ev,
-        })  # fmt: skip
-    return rows
+    cols = [one[c].tolist() for c in ("last_seq", *IDENTITY, "since", "obj", "evidence")]
+    return [
+        # pandas may read None back as NaN from an object column
+        _finding(int(seq), tuple(key), int(float(since)), [x] if isinstance(x, str) else [], ev)
+        for seq, *key, since, x, ev in zip(*cols, strict=True)
+    ]
+
+
+def _finding(
+    last_seq: int, key: tuple[Any, ...], since: int, objects: list[str], evidence: dict[str, Any]
+) -> dict[str, Any]:
+    """One finding's row: a finding of no objects has no ``objects_total`` in its evidence."""
+    ev = dict(evidence)
+    if not objects:
+        ev.pop("objects_total", None)
+    return {"last_seq": last_seq, **dict(zip(IDENTITY, key, strict=True)), "since": since,
+            "objects": objects, "evidence": ev}  # fmt: skip
 
 
 def _new(r: Any) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import orjson
 import pandas as pd
 from sqlalchemy import Connection, and_, bindparam, select, text
 
+from ordertrail.reconcile.rules import isos
 from ordertrail.store import tables as t
 from ordertrail.store.bulk import insert_rows
 from ordertrail.store.writer import now_us, order_bucket
@@ -230,36 +231,38 @@ def active_object_findings(conn: Connection) -> list[str]:
 
 def finding_dict(r: Any, us_to_iso: Callable[[int], str | None]) -> dict[str, Any]:
     """A stored finding in the shape of reconcile's JSON."""
-    return {
-        "order_id": r.order_id or None, "kind": r.kind, "hop": r.hop,
-        "from_hop": r.from_hop or None, "since": us_to_iso(int(r.since)), "detail": r.detail,
-        "status": r.status, "objects": r.objects if isinstance(r.objects, list) else orjson.loads(r.objects or "[]"),
-        "field": r.field or None,
-        "evidence": r.evidence if isinstance(r.evidence, dict) else orjson.loads(r.evidence or "{}"),
-    }  # fmt: skip
+    return _json_finding(
+        r.order_id, r.kind, r.hop, r.from_hop, us_to_iso(int(r.since)), r.detail, r.status,
+        r.objects, r.field, r.evidence,
+    )  # fmt: skip
 
 
 def finding_dicts(df: pd.DataFrame) -> list[dict[str, Any]]:
     """Stored findings (a frame) in the shape of reconcile's JSON, columns read as plain lists
     (iterating Arrow-backed columns element by element is slow) and times formatted as a
     column."""
-    from ordertrail.reconcile.rules import isos
-
     c = {k: df[k].tolist() for k in df.columns}
     since = isos(np.asarray(c["since"], dtype=np.int64))
+    return [
+        _json_finding(*r)
+        for r in zip(
+            c["order_id"], c["kind"], c["hop"], c["from_hop"], since, c["detail"], c["status"],
+            c["objects"], c["field"], c["evidence"], strict=True,
+        )
+    ]  # fmt: skip
 
-    def parsed(v: Any, kind: type, empty: str) -> Any:
-        return v if isinstance(v, kind) else orjson.loads(v or empty)
 
-    out = []
-    for i in range(len(df)):
-        out.append({
-            "order_id": c["order_id"][i] or None, "kind": c["kind"][i], "hop": c["hop"][i],
-            "from_hop": c["from_hop"][i] or None, "since": since[i], "detail": c["detail"][i],
-            "status": c["status"][i], "objects": parsed(c["objects"][i], list, "[]"),
-            "field": c["field"][i] or None, "evidence": parsed(c["evidence"][i], dict, "{}"),
-        })  # fmt: skip
-    return out
+def _json_finding(
+    order_id: str, kind: str, hop: str, from_hop: str, since: str | None, detail: str,
+    status: str, objects: Any, field: str, evidence: Any,
+) -> dict[str, Any]:  # fmt: skip
+    return {
+        "order_id": order_id or None, "kind": kind, "hop": hop, "from_hop": from_hop or None,
+        "since": since, "detail": detail, "status": status,
+        "objects": objects if isinstance(objects, list) else orjson.loads(objects or "[]"),
+        "field": field or None,
+        "evidence": evidence if isinstance(evidence, dict) else orjson.loads(evidence or "{}"),
+    }  # fmt: skip
 
 
 def list_findings(
