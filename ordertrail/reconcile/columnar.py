@@ -38,8 +38,58 @@ DEFAULT_PART_ORDERS = 500_000
 SORT_PARTS = 4
 
 
+SPILL_PREFIX = "ordertrail-duck-"
+
+
 def _q(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
+
+
+def _host() -> str:
+    """This host's name as it can stand in a directory name between dashes."""
+    import re
+    import socket
+
+    return re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname()) or "localhost"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. another user's process
+        return True
+    return True
+
+
+def sweep_spill_dirs(root: str | None = None) -> list[str]:
+    """Remove the spill directories that runs on this host left behind when they were killed
+    (DuckDB's spill files can be gigabytes): those named after this host and a process that no
+    longer exists. Another host's, a live process's and anything not named like ours stay."""
+    import shutil
+    from pathlib import Path
+
+    if os.name != "posix":
+        return []
+    mine = f"{SPILL_PREFIX}{_host()}-"
+    removed = []
+    for p in Path(root or tempfile.gettempdir()).glob(f"{mine}*"):
+        pid, sep, _ = p.name[len(mine) :].partition("-")
+        if not (sep and pid.isdigit()) or _alive(int(pid)) or not p.is_dir() or p.is_symlink():
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+        if not p.exists():
+            removed.append(str(p))
+            logger.info("removed %s, left by a run that ended without cleaning up", p)
+    return removed
+
+
+def spill_dir() -> str:
+    """A new directory for DuckDB's spill files, named after this host and process so that a
+    later run can tell it from a live run's and remove it if this process is killed."""
+    sweep_spill_dirs()
+    return tempfile.mkdtemp(prefix=f"{SPILL_PREFIX}{_host()}-{os.getpid()}-")
 
 
 @dataclass
@@ -127,7 +177,7 @@ class WindowDB:
             return
         import duckdb
 
-        self._tmp = tempfile.mkdtemp(prefix="ordertrail-duck-")
+        self._tmp = spill_dir()
         self.con = duckdb.connect(path) if path else duckdb.connect()
         self.con.execute(f"SET temp_directory = {_q(self._tmp)}")
         self.con.execute("SET preserve_insertion_order = false")
