@@ -591,10 +591,15 @@ def emit(result: Any, fmt: str, output: str | None, cfg: Any) -> None:
     if fmt == "table" and not output:
         print_reconcile(result, cfg)
         return
+    text_: str | bytes
     if fmt == "json":
         import orjson
 
-        text_ = orjson.dumps(result.as_dict(), option=orjson.OPT_INDENT_2).decode() + "\n"
+        # bytes as they are: a 10M-order window's JSON is ~0.6 GB, and a decoded copy as much
+        # again at the run's peak
+        text_ = orjson.dumps(
+            result.as_dict(), option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
+        )
     elif fmt == "csv":
         text_ = findings_csv(result.findings)
     else:
@@ -631,13 +636,14 @@ def text_console() -> tuple[Any, Any]:
     return Console(file=buf, width=100, no_color=True, color_system=None), buf
 
 
-def write_output(text_: str, output: str | None) -> None:
-    """To --output (with a note on stderr) or to stdout."""
+def write_output(text_: str | bytes, output: str | None) -> None:
+    """To --output (with a note on stderr) or to stdout; bytes are UTF-8 already."""
+    data = text_ if isinstance(text_, bytes) else text_.encode("utf-8")
     if output:
-        Path(output).write_text(text_, encoding="utf-8")
+        Path(output).write_bytes(data)
         click.echo(f"wrote {output}", err=True)
     else:
-        click.echo(text_, nl=False)
+        click.echo(data, nl=False)
 
 
 SEVERITY = [

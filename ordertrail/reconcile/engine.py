@@ -523,7 +523,6 @@ def _record(
 ) -> tuple[RunResult, dict[str, Any]]:  # fmt: skip
     """Record the run: findings with their lifecycle, in-flight orders, incidents."""
     stage("writing the run", 95)
-    findings = jd.findings
     present_objects = jd.present_objects
 
     def bucket_of(order_id: str, obj: str) -> int:
@@ -540,8 +539,14 @@ def _record(
             dtype=bool,
         )
 
+    # the findings leave ``jd`` as column lists that update_findings consumes: nothing else
+    # holds them, so a large run keeps one copy (an empty frame keeps no view of the rows)
+    findings = jd.findings
+    jd.findings = findings.iloc[:0].copy()
     if shard is not None and len(findings):
         findings = findings[in_scope(findings)]
+    current = runs.finding_columns(findings)
+    del findings
 
     def present(df: pd.DataFrame) -> np.ndarray:
         orders = df["order_id"].tolist()
@@ -556,7 +561,7 @@ def _record(
         run_id = runs.start_run(
             conn, as_of, mode, shard_label, config.fingerprint, max_seq, started_at
         )
-        out = runs.update_findings(conn, run_id, findings, in_scope, present)
+        out = runs.update_findings(conn, run_id, current, in_scope, present)
         runs.replace_pending(conn, run_id, _bucket_sql(shard), jd.pending_scope, jd.pending)
         incidents = _incidents(config, out, jd, jd.last_activity, watermarks, as_of)
         runs.write_incidents(conn, run_id, incidents)

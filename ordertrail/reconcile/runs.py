@@ -61,22 +61,30 @@ def last_run(conn: Connection, shard: str | None) -> dict[str, Any] | None:
     return dict(row) if row else None
 
 
+def finding_columns(findings: pd.DataFrame) -> list[list[Any]]:
+    """A run's findings as plain column lists (identity, then stored), for
+    :func:`update_findings` to consume."""
+    return [findings[k].astype(object).tolist() for k in (*IDENTITY, *STORED)]
+
+
 def update_findings(
     conn: Connection,
     run_id: int,
-    current: pd.DataFrame,
+    data: list[list[Any]],
     in_scope: Callable[[pd.DataFrame], np.ndarray],
     present: Callable[[pd.DataFrame], np.ndarray],
 ) -> pd.DataFrame:
-    """Upsert this run's findings; the active ones in scope that are gone become ``resolved``,
-    or ``expired`` when their order (``present`` is False) left the lookback window. Returns
-    what :func:`read_findings` would read back: this run's findings with their status, and
-    those it resolved or expired, sorted (without reading every finding again).
+    """Upsert this run's findings (``data``: :func:`finding_columns`); the active ones in scope
+    that are gone become ``resolved``, or ``expired`` when their order (``present`` is False)
+    left the lookback window. Returns what :func:`read_findings` would read back: this run's
+    findings with their status, and those it resolved or expired, sorted (without reading every
+    finding again).
 
+    ``data`` is consumed: a finding's stored columns are released once it is written, as its
+    copy read back replaces them, so a large run holds its findings once, not twice.
     The active findings are streamed once: of those this run finds again only the first run is
     kept, of the others (gone) the whole row — never every active finding's text at once."""
     c = t.findings.c
-    data = [current[k].astype(object).tolist() for k in (*IDENTITY, *STORED)]
     missing = object()
     first: dict[tuple[Any, ...], Any] = dict.fromkeys(zip(*data[:6], strict=True), missing)
     gone_rows: list[tuple[Any, ...]] = []
@@ -107,7 +115,9 @@ def update_findings(
         insert_rows(conn, "findings", cols, rows, conflict=IDENTITY, update=cols[6:], batch=batch)
         # as read back: the stored JSON parsed again
         out.extend((*r[:8], orjson.loads(r[8]), orjson.loads(r[9]), r[10], r[11]) for r in rows)
-    del first, data
+        for d in data[6:]:
+            d[k : k + batch] = [None] * len(rows)
+    del first
     if gone_rows:
         gone = pd.DataFrame(gone_rows, columns=[*IDENTITY, "first_run", *STORED])
         gone = gone[in_scope(gone)]
