@@ -87,18 +87,23 @@ def update_findings(
     c = t.findings.c
     missing = object()
     first: dict[tuple[Any, ...], Any] = dict.fromkeys(zip(*data[:6], strict=True), missing)
-    gone_rows: list[tuple[Any, ...]] = []
-    q = select(
-        c.order_id, c.object, c.kind, c.hop, c.from_hop, c.field, c.first_run, c.since,
-        c.detail, c.objects, c.evidence,
-    ).where(c.status.in_(ACTIVE))  # fmt: skip
+    gone_ids: list[int] = []
+    q = select(c.id, *(getattr(c, k) for k in IDENTITY), c.first_run).where(c.status.in_(ACTIVE))
     # the statement's option, not the connection's (that would stream every later statement)
     for row in conn.execute(q.execution_options(yield_per=20_000)):
-        key = tuple(row[:6])
+        key = tuple(row[1:7])
         if key in first:
-            first[key] = row[6]
+            first[key] = row[7]
         else:
-            gone_rows.append(tuple(row))
+            gone_ids.append(row[0])
+    # the text of only those gone: most active findings are found again
+    gone_rows: list[tuple[Any, ...]] = []
+    gq = select(
+        c.id, *(getattr(c, k) for k in IDENTITY), c.first_run, *(getattr(c, k) for k in STORED)
+    )
+    for k in range(0, len(gone_ids), 5000):
+        gone_rows.extend(tuple(r) for r in conn.execute(gq.where(c.id.in_(gone_ids[k : k + 5000]))))
+    gone_rows.sort()  # by id: the updates below walk the table forward
     cols = [*IDENTITY, "since", "detail", "objects", "evidence", "status", "first_run", "last_run"]
     out: list[tuple[Any, ...]] = []
     batch = 20_000
@@ -119,19 +124,19 @@ def update_findings(
             d[k : k + batch] = [None] * len(rows)
     del first
     if gone_rows:
-        gone = pd.DataFrame(gone_rows, columns=[*IDENTITY, "first_run", *STORED])
+        gone = pd.DataFrame(gone_rows, columns=["id", *IDENTITY, "first_run", *STORED])
         gone = gone[in_scope(gone)]
         still = present(gone) if len(gone) else np.zeros(0, dtype=bool)
         upd = (
             t.findings.update()
-            .where(and_(*(getattr(c, k) == bindparam(f"k_{k}") for k in IDENTITY)))
+            .where(c.id == bindparam("k_id"))
             .values(status=bindparam("st"), last_run=run_id)
         )
-        gcols = [gone[k].tolist() for k in (*IDENTITY, *STORED, "first_run")]
+        gcols = [gone[k].tolist() for k in (*IDENTITY, *STORED, "first_run", "id")]
         params = []
         for r, s_ in zip(zip(*gcols, strict=True), still, strict=True):
             st = "resolved" if s_ else "expired"
-            params.append({**{f"k_{k}": v for k, v in zip(IDENTITY, r[:6], strict=True)}, "st": st})
+            params.append({"k_id": r[11], "st": st})
             out.append((*r[:6], int(r[6]), r[7], orjson.loads(r[8]) if r[8] else [],
                         orjson.loads(r[9]) if r[9] else {}, st, int(r[10])))  # fmt: skip
         for k in range(0, len(params), 5000):
