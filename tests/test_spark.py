@@ -416,6 +416,76 @@ def test_parquet_of_another_config_or_time_is_refused(tmp_path: Path, workdir: P
     assert r.exit_code == 2 and "another config" in r.output
 
 
+def _tree(root: Path) -> dict[str, bytes | str]:
+    """Every entry under ``root``: a file's bytes, a link's target, a folder's "dir"."""
+    out: dict[str, bytes | str] = {}
+    for p in sorted(root.rglob("*")):
+        key = str(p.relative_to(root))
+        out[key] = (f"-> {p.readlink()}" if p.is_symlink()
+                    else "dir" if p.is_dir() else p.read_bytes())  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        "user folders named like tables",
+        "another tool's manifest",
+        "a file added to an export",
+        "a link named ev",
+        "a file named ev",
+    ],
+)
+def test_export_never_removes_what_it_did_not_write(
+    tmp_path: Path, workdir: Path, layout: str
+) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    cfg = str(workdir / "ordertrail.toml")
+    out = tmp_path / "out"
+    if layout == "user folders named like tables":
+        for name, f in (("ev", "notes.txt"), ("me", "important.csv"), ("av7", "x")):
+            (out / name).mkdir(parents=True)
+            (out / name / f).write_text("mine")
+    elif layout == "another tool's manifest":
+        out.mkdir()
+        (out / "manifest.json").write_text('{"name": "my web app"}')
+    elif layout == "a file added to an export":
+        assert _cli("--config", cfg, "--db", url, "export", "--parquet", str(out)).exit_code == 0
+        (out / "ev" / "README.txt").write_text("mine")
+    elif layout == "a link named ev":
+        (tmp_path / "elsewhere").mkdir()
+        (tmp_path / "elsewhere" / "keep.txt").write_text("mine")
+        out.mkdir()
+        (out / "ev").symlink_to(tmp_path / "elsewhere")
+    else:
+        out.mkdir()
+        (out / "ev").write_text("mine")
+    before, elsewhere = (
+        _tree(out),
+        _tree(tmp_path / "elsewhere") if layout == "a link named ev" else {},
+    )
+    r = _cli("--config", cfg, "--db", url, "export", "--parquet", str(out))
+    assert r.exit_code == 2, r.output
+    assert "holds other files" in r.output and "Traceback" not in r.output
+    assert _tree(out) == before  # nothing removed, nothing written
+    if elsewhere:
+        assert _tree(tmp_path / "elsewhere") == elsewhere
+
+
+def test_export_replaces_an_earlier_or_interrupted_export(tmp_path: Path, workdir: Path) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    cfg = str(workdir / "ordertrail.toml")
+    out = tmp_path / "out"
+    assert _cli("--config", cfg, "--db", url, "export", "--parquet", str(out)).exit_code == 0
+    first = sorted(p.name for p in out.iterdir())
+    assert _cli("--config", cfg, "--db", url, "export", "--parquet", str(out)).exit_code == 0
+    assert sorted(p.name for p in out.iterdir()) == first
+    # an export killed before its manifest: its table folders alone are still its own
+    (out / "manifest.json").unlink()
+    assert _cli("--config", cfg, "--db", url, "export", "--parquet", str(out)).exit_code == 0
+    assert read_manifest(out).rows.keys() <= set(first)
+
+
 def test_missing_java_is_one_line_and_exit_3(
     workdir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -144,25 +143,43 @@ def export_window(
 
 
 def _prepare(out: Path) -> None:
-    """An empty folder, or one holding an earlier export: its manifest goes first, then its
-    tables. Anything else in it is left alone — and refused."""
+    """An empty folder, or one holding an earlier export, which is removed: its manifest first,
+    then its tables. Only what an export writes is removed, and only when the folder holds
+    nothing else: anything not an export's (another file, a file in a table's folder, a link,
+    another tool's ``manifest.json``) is refused before anything is touched."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--parquet {out}: not a folder")
     out.mkdir(parents=True, exist_ok=True)
-    ours = {MANIFEST, MANIFEST + ".tmp", "ev", "me", "li"}
-    entries = list(out.iterdir())
-    is_export = (out / MANIFEST).exists() or any(e.name == "ev" for e in entries)
-    foreign = [e.name for e in entries if not (e.name in ours or _is_attr_dir(e.name))]
-    if entries and (foreign or not is_export):
-        shown = ", ".join(sorted(foreign or [e.name for e in entries])[:3])
+    entries = sorted(out.iterdir())
+    if not entries:
+        return
+    tables = [e for e in entries if e.name in {"ev", "me", "li"} or _is_attr_dir(e.name)]
+    foreign = [e.name for e in entries if e not in tables and e.name not in {MANIFEST, MANIFEST + ".tmp"}]  # fmt: skip
+    for e in [e for e in entries if e.name.startswith(MANIFEST)]:
+        if e.is_symlink() or not e.is_file():
+            foreign.append(e.name)
+    for e in tables:
+        if e.is_symlink() or not e.is_dir():
+            foreign.append(e.name)
+        else:
+            foreign += [f"{e.name}/{f.name}" for f in sorted(e.iterdir())
+                        if f.name != "part-0.parquet" or f.is_symlink() or not f.is_file()]  # fmt: skip
+    if (out / MANIFEST).exists() and not foreign:
+        try:
+            read_manifest(out)
+        except ConfigError:
+            foreign.append(f"{MANIFEST}, not an ordertrail export's")
+    if foreign:
+        shown = ", ".join(sorted(foreign)[:3])
         raise ConfigError(
             f"--parquet {out}: the folder holds other files ({shown}); give an empty folder "
             "or one an earlier export wrote"
         )
-    (out / MANIFEST).unlink(missing_ok=True)
-    for e in entries:
-        if e.is_dir() and (e.name in ours or _is_attr_dir(e.name)):
-            shutil.rmtree(e)
+    for name in (MANIFEST, MANIFEST + ".tmp"):
+        (out / name).unlink(missing_ok=True)
+    for e in tables:
+        (e / "part-0.parquet").unlink(missing_ok=True)
+        e.rmdir()
 
 
 def _is_attr_dir(name: str) -> bool:
