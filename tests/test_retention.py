@@ -250,8 +250,9 @@ def test_a_prune_killed_midway_loses_nothing_and_the_next_one_finishes(
         q(f"SELECT source, event_id FROM events WHERE occurred_at >= {CUT}", store_url)
     )
     full = one("SELECT count(*) FROM event_objects", store_url)
-    cmd = [sys.executable, "-m", "ordertrail", "--db", store_url, "prune", "--before",
-           str(us_to_iso(CUT)), "--batch-size", "100"]  # fmt: skip
+    (tmp_path / "ordertrail.toml").write_text(PIPELINE)
+    cmd = [sys.executable, "-m", "ordertrail", "--config", str(tmp_path / "ordertrail.toml"),
+           "--db", store_url, "prune", "--before", str(us_to_iso(CUT)), "--batch-size", "100"]  # fmt: skip
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and p.poll() is None:
@@ -403,9 +404,16 @@ def test_cli_prune_dry_run_json_and_errors(store_url: str, tmp_path: Path) -> No
     bare = tmp_path / "bare"
     bare.mkdir()
     r = invoke(bare, "--db", store_url, "prune")
-    assert r.exit_code == 2 and r.stderr.startswith("Error: store.retention: not set")
-    r = invoke(bare, "--db", store_url, "prune", "--before", "120d", "--format", "json")
-    assert r.exit_code == 0 and orjson.loads(r.stdout)["removed"]["events"] == 0
+    assert r.exit_code == 2 and r.stderr.startswith("Error: prune needs the pipeline's config")
+    # without a config the lookback is unknown: a default one could cut into the real window
+    r = invoke(bare, "--db", store_url, "prune", "--before", "40d", "--format", "json")
+    assert r.exit_code == 2 and "prune needs the pipeline's config" in r.stderr
+    assert r.stderr.count("\n") == 1 and one("SELECT count(*) FROM events", store_url) == 4
+    # a store that is not there (a typo) is an error, and none is created, not even by a dry run
+    typo = tmp_path / "typo.db"
+    r = invoke(tmp_path, "--db", f"sqlite:///{typo}", "prune", "--before", "120d", "--dry-run")
+    assert r.exit_code == 2 and f"no store at {typo}" in r.stderr
+    assert r.stderr.count("\n") == 1 and not list(tmp_path.glob("typo.db*"))
 
 
 def test_retention_shorter_than_the_lookback_is_a_config_error(tmp_path: Path) -> None:
@@ -437,6 +445,7 @@ def test_a_second_prune_is_told_at_once(
             holder.execute(text(f"SELECT pg_advisory_unlock({_PRUNE_LOCK})"))
             holder.invalidate()
 
+    (tmp_path / "ordertrail.toml").write_text(PIPELINE)
     try:
         with pytest.raises(PruneBusy, match="another ordertrail prune is running"):
             prune(s.engine, CUT, keep_after=KEEP)

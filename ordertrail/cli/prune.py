@@ -118,18 +118,23 @@ def prune(state: AppState, before: str | None, dry_run: bool, batch_size: int, f
     the lookback window is ever removed. Works in batches, one transaction each: a prune that is
     stopped or killed leaves the store whole, and the next one carries on. On PostgreSQL whole
     months of events are dropped as partitions. Prints what it removed per table; --dry-run
-    only counts. A second prune on the same store exits 3 at once."""
-    from ordertrail.schemas.config import PipelineSettings
+    only counts. A second prune on the same store exits 3 (after up to 5 s)."""
     from ordertrail.schemas.durations import format_duration
     from ordertrail.store.retention import prune as run_prune
     from ordertrail.store.writer import now_us
 
     cfg = state.maybe_config()
-    settings = cfg.pipeline if cfg else PipelineSettings()
-    retention = cfg.retention if cfg else None
+    if cfg is None:
+        # without the pipeline's lookback a default one could cut into the store's real window
+        raise ConfigError(
+            "prune needs the pipeline's config (its lookback window is never pruned): pass "
+            "--config PATH or run it where ordertrail.toml is"
+        )
+    settings = cfg.pipeline
+    retention = cfg.retention
     now = now_us()
     cut = resolve_cut(before, retention, settings.lookback, now, settings.timezone)
-    store = state.store()
+    store = state.existing_store("prune")
     with prune_progress() as report:
         res = run_prune(
             store.engine,
