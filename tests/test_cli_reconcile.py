@@ -109,3 +109,27 @@ def test_shards_cover_the_whole(demo: Path) -> None:
     assert sorted(map(key, parts)) == sorted(
         key(f) for f in full["findings"] if f["status"] != "resolved"
     )
+
+
+def test_duckdb_out_of_memory_is_one_line_and_exit_3(
+    demo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A budget that is valid but too small for the window: DuckDB's own error, in one line,
+    with what to change (a traceback before)."""
+    import duckdb
+
+    import ordertrail.reconcile as rec
+
+    def oom(*a: object, **k: object) -> None:
+        raise duckdb.OutOfMemoryException(
+            "Out of Memory Error: failed to pin block of size 256.0 KiB (867.5 KiB/976.5 KiB "
+            "used)\n\nPossible solutions: ..."
+        )
+
+    monkeypatch.setattr(rec, "reconcile", oom)
+    r = invoke(demo, "reconcile", "--as-of", (demo / "as_of").read_text())
+    assert r.exit_code == 3 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines() == [
+        "Error: DuckDB ran out of memory: Out of Memory Error: failed to pin block of size "
+        "256.0 KiB (867.5 KiB/976.5 KiB used); raise [engine] memory or lower [engine] part_orders"
+    ]

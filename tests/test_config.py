@@ -102,6 +102,10 @@ name = "b"
             "hops[0] (a).promise_within: required when promises is set",
         ),
         ("", "hops: at least one [[hops]] entry is required"),
+        (_hops('[engine]\nmemory = "1MB"\n'), "engine.memory: must be at least 64MB"),
+        (_hops('[engine]\nmemory = "0GB"\n'), "engine.memory: must be at least 64MB"),
+        (_hops('[engine]\nmemory = "60MiB"\n'), "engine.memory: must be at least 64MB"),
+        (_hops('[engine]\nmemory = "4 G"\n'), "engine.memory: must be a size such as"),
     ],
 )
 def test_config_errors_name_file_and_key(tmp_path: Path, text: str, message: str) -> None:
@@ -147,3 +151,12 @@ def test_attributes_table_form() -> None:
         }
     )
     assert {k: a.path for k, a in cfg.sources[0].attributes.items()} == {"items": "items.count"}
+
+
+@pytest.mark.parametrize("size", ["64MB", "61.1MiB", "0.5GB", "4GB", "1TiB"])
+def test_engine_memory_from_64mb(size: str) -> None:
+    import tomllib
+
+    assert (
+        parse_config(tomllib.loads(_hops(f'[engine]\nmemory = "{size}"\n'))).engine.memory == size
+    )

@@ -54,6 +54,15 @@ class OrdertrailGroup(click.Group):
             where = f": {e.filename}" if e.filename else ""
             raise CliError(f"{e.strerror or e}{where}", 3) from None
         except Exception as e:
+            duckdb = sys.modules.get("duckdb")
+            if duckdb is not None and isinstance(e, duckdb.OutOfMemoryException):
+                if _debugging(ctx):
+                    raise
+                raise CliError(
+                    f"DuckDB ran out of memory: {_first_line(e)}; raise [engine] memory or lower "
+                    "[engine] part_orders",
+                    3,
+                ) from None
             # a store error: SQLAlchemy is loaded by then (not before: --help starts without it)
             exc = sys.modules.get("sqlalchemy.exc")
             if exc is None or not isinstance(e, exc.SQLAlchemyError) or _debugging(ctx):

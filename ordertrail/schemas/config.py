@@ -29,6 +29,7 @@ FILE_FORMATS = ("jsonl", "csv")
 
 _TOP_KEYS = {"store", "pipeline", "objects", "hops", "checks", "sources", "notify", "engine"}
 _ENGINE_KEYS = {"memory", "part_orders", "spark"}
+MIN_ENGINE_MEMORY = 64 * 1000**2  # below this DuckDB cannot even stage a small window
 _STORE_KEYS = {"url", "retention", "prune_after_ingest"}
 _PIPELINE_KEYS = {"name", "clock_skew", "lookback", "timezone", "personal", "searchable"}
 _HOP_KEYS = {
@@ -571,10 +572,14 @@ def _parse_engine(data: Mapping[str, Any], path: str | None) -> EngineSettings:
     r = _Reader(raw, "engine", path)
     r.check_keys(_ENGINE_KEYS)
     mem = r.text("memory")
-    if mem is not None and not re.fullmatch(
-        r"\s*\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*", mem
-    ):
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*", mem or "")
+    if mem is not None and m is None:
         raise r.fail("memory", f"must be a size such as '4GB' or '512MB', not {mem!r}")
+    if m is not None:
+        unit = m.group(2)
+        scale = (1024 if "i" in unit else 1000) ** ("KMGT".index(unit[0]) + 1)
+        if float(m.group(1)) * scale < MIN_ENGINE_MEMORY:
+            raise r.fail("memory", f"must be at least 64MB (DuckDB's working room), not {mem!r}")
     po = raw.get("part_orders")
     if po is not None and (isinstance(po, bool) or not isinstance(po, int) or po < 1):
         raise r.fail("part_orders", f"must be a positive integer, not {po!r}")
