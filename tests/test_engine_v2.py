@@ -172,6 +172,43 @@ def test_trace_as_of_shows_no_later_event_and_judges_then(tmp_path: Path, store_
     assert r.exit_code == 1
 
 
+@pytest.mark.parametrize(
+    "as_of",
+    [
+        "2026-01-01T00:20:00Z",  # every event in the window
+        "2026-01-03T00:11:00Z",  # A's checkout and first pick before the window start
+        "2026-01-03T00:40:00Z",  # A's checkout, picks and packing before it
+        "2026-01-06T00:00:00Z",  # every event of A and B before it
+    ],
+)
+def test_trace_judges_an_order_as_reconcile_does_whatever_of_it_is_old(
+    tmp_path: Path, store_url: str, as_of: str
+) -> None:
+    """The trail shows the whole order, however old, but it is judged on the lookback window
+    as reconcile judges it: the same findings, and none for an order wholly before it (an
+    adversarial probe found trace reporting what no run ever would)."""
+    trail_store(store_url).close()
+    r = _invoke(tmp_path, store_url, "reconcile", "--as-of", as_of, "--format", "json")
+    assert r.exit_code == 0, r.output
+    ran = orjson.loads(r.stdout)["findings"]
+
+    def key(f: dict[str, Any]) -> tuple[Any, ...]:
+        return (f["kind"], f["hop"], f["from_hop"], tuple(f["objects"]), f["since"])
+
+    for order in ("A", "B"):
+        r = _invoke(tmp_path, store_url, "trace", order, "--as-of", as_of, "--format", "json")
+        assert r.exit_code == 0, r.output
+        (doc,) = [orjson.loads(r.stdout)] if r.stdout.startswith("{") else orjson.loads(r.stdout)
+        assert sorted(map(key, doc["findings"])) == sorted(
+            key(f) for f in ran if f["order_id"] == order
+        )
+        assert all(f["status"] != "not yet recorded" for f in doc["findings"])
+        assert doc["events"] and doc["events"][0]["event_id"] == ("c1" if order == "A" else "c2")
+        if as_of.startswith("2026-01-06"):
+            assert doc["state"] == "outside_window" and doc["missing"] == []
+            assert "older than the lookback window" in doc["summary"][0]
+
+
 def test_a_v1_store_upgrades_in_place_and_reconciles_the_same(tmp_path: Path) -> None:
     """Events written by v1 (revision 0002) reconcile to the findings of a fresh v2 store."""
     cfg = parse_config(

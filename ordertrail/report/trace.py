@@ -178,11 +178,11 @@ def build_trail(
     """One order's trail, judged as of ``as_of`` by the engine's rules over this order alone."""
     plan = compile_plan(config)
     backend = SqlBackend(store)
+    # judged as reconcile judges it, on the lookback window; shown whole, however old
     lo = as_of - config.pipeline.lookback
     with store.engine.connect() as conn:
         oldest = w.first_event_time(conn, order_id, as_of)
-    if oldest is not None and oldest <= lo:
-        lo = oldest - 1  # a trail shows the whole order, however old
+    shown_from = oldest - 1 if oldest is not None and oldest <= lo else lo
     judge = judge_times(config, as_of, store.watermarks())
     last: Mapping[str, float | None]
     if shared is not None:
@@ -196,14 +196,18 @@ def build_trail(
         progress = ProbeProgress(backend, plan, lo, as_of)
     with backend.window(plan, lo, as_of, orders=[order_id]) as db:
         db.resolve()
-        if not db.event_count():
+        in_window = db.event_count() > 0
+        if not in_window and shown_from == lo:
             raise UnknownOrder(order_id, closest_ids(store, order_id))
         ev = evaluate(
-            plan, db, as_of, judge, window_start=as_of - config.pipeline.lookback,
-            chosen=[order_id], backend=backend, progress=progress,
-            last=last, keep_contexts=True,
+            plan, db, as_of, judge, window_start=lo, chosen=[order_id], backend=backend,
+            progress=progress, last=last, keep_contexts=True,
         )  # fmt: skip
         seqs = db.member_seqs(order_id)
+    if shown_from < lo:  # events before the window: in the trail, not judged
+        with backend.window(plan, shown_from, as_of, orders=[order_id]) as db:
+            db.resolve()
+            seqs = db.member_seqs(order_id)
     findings = finish_findings(ev.findings, backend)
     exp: list[Expectation] = []
     state = "unknown"
@@ -242,7 +246,20 @@ def build_trail(
     if redact and config.pipeline.personal:
         events = [_redacted(e, config.pipeline.personal) for e in events]
     notes = [f["plain"] for f in out]
-    if not out:
+    start = f"{datetime.fromtimestamp(lo / 1e6, tz=UTC):%Y-%m-%d %H:%M} UTC"
+    span = format_duration(config.pipeline.lookback)
+    if not in_window:
+        state = "outside_window"
+        notes.append(
+            f"Every event of this order is older than the lookback window ({span}, from {start}): "
+            "reconcile no longer judges it."
+        )
+    elif shown_from < lo:
+        notes.append(
+            f"Events before {start} are shown but not judged: reconcile judges the {span} "
+            "before as-of, so an order that started earlier is judged on its later events."
+        )
+    if not out and in_window:
         notes.append(_state_words(state, exp, as_of))
     return Trail(order_id, as_of, events, exp, out, state, config.pipeline.timezone, notes)
 
