@@ -102,6 +102,10 @@ name = "b"
             "hops[0] (a).promise_within: required when promises is set",
         ),
         ("", "hops: at least one [[hops]] entry is required"),
+        (
+            _hops('[store]\nretention = "9d23h59m"\n[pipeline]\nlookback = "10d"\n'),
+            "store.retention: must be at least the pipeline's lookback (10d), not 9d23h59m",
+        ),
         (_hops('[engine]\nmemory = "1MB"\n'), "engine.memory: must be at least 64MB"),
         (_hops('[engine]\nmemory = "0GB"\n'), "engine.memory: must be at least 64MB"),
         (_hops('[engine]\nmemory = "60MiB"\n'), "engine.memory: must be at least 64MB"),

@@ -18,7 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ordertrail.errors import ConfigError
-from ordertrail.schemas.durations import format_duration, parse_duration
+from ordertrail.schemas.durations import US, format_duration, parse_duration
 
 ENV_DB_URL = "ORDERTRAIL_DB_URL"
 ENV_CONFIG = "ORDERTRAIL_CONFIG"
@@ -423,6 +423,11 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     return cfg
 
 
+def _as_given(value: Any) -> str:
+    """A duration as the config wrote it (format_duration rounds to two units)."""
+    return value if isinstance(value, str) else format_duration(value * US)
+
+
 class _Reader:
     """Typed access to one TOML table with errors that name the key."""
 
@@ -542,7 +547,7 @@ def parse_config(data: Mapping[str, Any], path: str | None = None) -> Config:
         raise sr.fail(
             "retention",
             f"must be at least the pipeline's lookback ({format_duration(settings.lookback)}), "
-            f"not {format_duration(retention)}",
+            f"not {_as_given(sr.data.get('retention'))}",
         )
     prune_after_ingest = sr.flag("prune_after_ingest")
     if prune_after_ingest and retention is None:

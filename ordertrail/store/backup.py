@@ -54,6 +54,7 @@ import sys
 import tarfile
 import tempfile
 import time
+import warnings
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager, suppress
@@ -976,6 +977,14 @@ def expected_schema(revision: str) -> dict[str, TableShape]:
 
 
 def _shapes(conn: Connection, only: set[str] | None) -> dict[str, TableShape]:
+    with warnings.catch_warnings():
+        # the searchable attributes' indexes are on expressions, which SQLAlchemy does not
+        # reflect: it would say so on stderr for each one, at each reflection
+        warnings.filterwarnings("ignore", message=".*expression-based index")
+        return _reflected_shapes(conn, only)
+
+
+def _reflected_shapes(conn: Connection, only: set[str] | None) -> dict[str, TableShape]:
     from ordertrail.store.retention import partition_keys
 
     insp = inspect(conn)
