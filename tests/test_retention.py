@@ -416,6 +416,26 @@ def test_cli_prune_dry_run_json_and_errors(store_url: str, tmp_path: Path) -> No
     assert r.stderr.count("\n") == 1 and not list(tmp_path.glob("typo.db*"))
 
 
+def test_prune_warns_when_it_cuts_into_the_latest_runs_window(
+    store_url: str, tmp_path: Path
+) -> None:
+    """The guard is measured from now; a run as of an earlier time read a window reaching
+    below the cut: a warning says so (an adversarial probe saw every active finding expire)."""
+    (tmp_path / "ordertrail.toml").write_text(PIPELINE)
+    linked_store(store_url).close()
+    r = invoke(tmp_path, "--db", store_url, "prune", "--dry-run")
+    assert r.exit_code == 0 and r.stderr == ""  # no run yet: nothing to warn about
+    old = us_to_iso(NOW - 70 * D)  # its window reaches back to now - 100d, below the cut
+    assert invoke(tmp_path, "--db", store_url, "reconcile", "--as-of", old).exit_code == 0
+    r = invoke(tmp_path, "--db", store_url, "prune", "--dry-run")
+    assert r.exit_code == 0
+    assert r.stderr.startswith("warning: this removes events the latest run (1, as of ")
+    assert r.stderr.count("\n") == 1
+    assert invoke(tmp_path, "--db", store_url, "reconcile").exit_code == 0  # as of now
+    r = invoke(tmp_path, "--db", store_url, "prune", "--dry-run")
+    assert r.exit_code == 0 and r.stderr == ""
+
+
 def test_retention_shorter_than_the_lookback_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "ordertrail.toml").write_text(PIPELINE.replace('"90d"', '"7d"'))
     r = invoke(tmp_path, "--db", f"sqlite:///{tmp_path / 's.db'}", "prune")

@@ -51,6 +51,22 @@ def resolve_cut(before: str | None, retention: int | None, lookback: int, now: i
     return cut
 
 
+def _warn_if_the_last_run_read(store: Any, cut: int, lookback: int) -> None:
+    """The window guard is measured from now; a run as of an earlier time read a window that
+    may reach below the cut: say so (its findings there expire at the next such run)."""
+    from ordertrail.reconcile.runs import last_run
+
+    with store.engine.connect() as conn:
+        run = last_run(conn, None)
+    if run is not None and cut > run["as_of"] - lookback:
+        click.echo(
+            f"warning: this removes events the latest run ({run['id']}, as of "
+            f"{fmt_time(run['as_of'])} UTC) judged, back to {fmt_time(run['as_of'] - lookback)} "
+            "UTC: a run as of that time would see them gone and expire its findings on them",
+            err=True,
+        )
+
+
 @contextmanager
 def prune_progress() -> Iterator[Callable[[int, int, str], None]]:
     """A progress bar with a percentage on a terminal, opened once the total is known; quiet
@@ -135,6 +151,7 @@ def prune(state: AppState, before: str | None, dry_run: bool, batch_size: int, f
     now = now_us()
     cut = resolve_cut(before, retention, settings.lookback, now, settings.timezone)
     store = state.existing_store("prune")
+    _warn_if_the_last_run_read(store, cut, settings.lookback)
     with prune_progress() as report:
         res = run_prune(
             store.engine,
