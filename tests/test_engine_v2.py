@@ -209,6 +209,22 @@ def test_trace_judges_an_order_as_reconcile_does_whatever_of_it_is_old(
             assert "older than the lookback window" in doc["summary"][0]
 
 
+def test_the_order_page_of_an_order_wholly_before_the_window(store_url: str) -> None:
+    from ordertrail.report.trace import build_trail
+    from ordertrail.serve.pages import order_page
+
+    cfg = parse_config(CONFIG)
+    as_of = T0 + 5 * 24 * H
+    with trail_store(store_url) as s:
+        trail = build_trail(s, cfg, "A", as_of)
+        page = order_page(s, cfg, trail, as_of, redact=False)
+    assert trail.state == "outside_window" and trail.findings == [] and trail.expectations == []
+    assert [e.event_id for e in trail.events][:1] == ["c1"]
+    assert page.state == "Older than the lookback window"
+    assert page.tell.startswith("The last news we have of this order is ")
+    assert "older than the period we check automatically" in page.tell
+
+
 def test_a_v1_store_upgrades_in_place_and_reconciles_the_same(tmp_path: Path) -> None:
     """Events written by v1 (revision 0002) reconcile to the findings of a fresh v2 store."""
     cfg = parse_config(

@@ -85,6 +85,7 @@ STATE_WORDS = {
     "finding": "Needs attention",
     "unlinked": "Not linked to an order",
     "unknown": "Unknown",
+    "outside_window": "Older than the lookback window",
 }
 
 
@@ -174,6 +175,12 @@ def customer_words(config: Config, trail: Trail, now: int) -> str:
         return (
             "We cannot match this number to an order yet; please ask for the order number "
             "or the e-mail address it was placed with."
+        )
+    if trail.state == "outside_window":
+        news_ = f" is {words(last.hop)} on {fmt_day(last.occurred_at, tz)}" if last else ""
+        return (
+            f"The last news we have of this order{news_}. It is older than the period we check "
+            "automatically: please tell us what is missing and we will look into it."
         )
     if trail.state == "closed":
         closing = [e for e in done if e.hop in config.closing_hops]
