@@ -53,32 +53,42 @@ def _host() -> str:
     return re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname()) or "localhost"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # e.g. another user's process
-        return True
-    return True
+LOCK_NAME = ".ordertrail-owner"  # flocked by the run while its spill directory is in use
+_SPILL_LOCKS: dict[str, int] = {}  # spill directory -> the descriptor holding its lock
 
 
 def sweep_spill_dirs(root: str | None = None) -> list[str]:
     """Remove the spill directories that runs on this host left behind when they were killed
-    (DuckDB's spill files can be gigabytes): those named after this host and a process that no
-    longer exists. Another host's, a live process's and anything not named like ours stay."""
+    (DuckDB's spill files can be gigabytes). A run holds an exclusive ``flock`` on a file in its
+    directory for as long as it uses it, and the kernel releases it when the process dies,
+    whatever PID namespace or container it ran in; so a directory whose lock can be taken is a
+    dead run's. Directories of another host, without the lock file (an older version's), and
+    links are left alone."""
     import shutil
     from pathlib import Path
 
     if os.name != "posix":
         return []
+    import fcntl
+
     mine = f"{SPILL_PREFIX}{_host()}-"
     removed = []
     for p in Path(root or tempfile.gettempdir()).glob(f"{mine}*"):
-        pid, sep, _ = p.name[len(mine) :].partition("-")
-        if not (sep and pid.isdigit()) or _alive(int(pid)) or not p.is_dir() or p.is_symlink():
+        if p.is_symlink() or not p.is_dir() or str(p) in _SPILL_LOCKS:
             continue
-        shutil.rmtree(p, ignore_errors=True)
+        try:
+            fd = os.open(p / LOCK_NAME, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:  # no lock file (not ours, or not yet), or not readable
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held: a live run's
+            os.close(fd)
+            continue
+        try:
+            shutil.rmtree(p, ignore_errors=True)
+        finally:
+            os.close(fd)
         if not p.exists():
             removed.append(str(p))
             logger.info("removed %s, left by a run that ended without cleaning up", p)
@@ -86,10 +96,30 @@ def sweep_spill_dirs(root: str | None = None) -> list[str]:
 
 
 def spill_dir() -> str:
-    """A new directory for DuckDB's spill files, named after this host and process so that a
-    later run can tell it from a live run's and remove it if this process is killed."""
+    """A new directory for DuckDB's spill files, locked by this process (see
+    :func:`sweep_spill_dirs`) and named after the host and process for whoever looks."""
     sweep_spill_dirs()
-    return tempfile.mkdtemp(prefix=f"{SPILL_PREFIX}{_host()}-{os.getpid()}-")
+    path = tempfile.mkdtemp(prefix=f"{SPILL_PREFIX}{_host()}-{os.getpid()}-")
+    if os.name == "posix":
+        import fcntl
+
+        # locked before it has its name: a sweep never sees the lock file unlocked
+        tmp = os.path.join(path, LOCK_NAME + ".new")
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.rename(tmp, os.path.join(path, LOCK_NAME))
+        _SPILL_LOCKS[path] = fd
+    return path
+
+
+def remove_spill_dir(path: str) -> None:
+    """Remove a spill directory this process made, then let go of its lock."""
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+    fd = _SPILL_LOCKS.pop(path, None)
+    if fd is not None:
+        os.close(fd)
 
 
 @dataclass
@@ -108,7 +138,6 @@ _IDLE_MAX = 4
 
 def close_idle() -> None:
     """Close the kept databases and remove their spill directories (at exit)."""
-    import shutil
 
     with _IDLE_LOCK:
         kept = list(_IDLE)
@@ -116,7 +145,7 @@ def close_idle() -> None:
     for con, tmp in kept:
         with contextlib.suppress(Exception):
             con.close()
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_spill_dir(tmp)
 
 
 atexit.register(close_idle)
@@ -187,12 +216,11 @@ class WindowDB:
             self.con.execute(f"SET threads = {int(threads)}")
 
     def close(self) -> None:
-        import shutil
 
         if self._pooled and _idle_push(self.con, self._tmp):
             return
         self.con.close()
-        shutil.rmtree(self._tmp, ignore_errors=True)
+        remove_spill_dir(self._tmp)
 
     def __enter__(self) -> WindowDB:
         return self

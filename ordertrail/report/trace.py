@@ -10,13 +10,13 @@ import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
 from ordertrail.reconcile.backend import ProbeProgress, SqlBackend
-from ordertrail.reconcile.engine import evaluate, finish_findings, judge_times
+from ordertrail.reconcile.engine import Evaluation, evaluate, finish_findings, judge_times
 from ordertrail.reconcile.plan import Plan, compile_plan
 from ordertrail.reconcile.rules import expectations
 from ordertrail.report.redact import redact_attributes, redact_finding
@@ -25,6 +25,9 @@ from ordertrail.schemas.durations import format_duration
 from ordertrail.schemas.event import OrderEvent, us_to_iso
 from ordertrail.store import Store, tables
 from ordertrail.store import window as w
+
+if TYPE_CHECKING:
+    from ordertrail.reconcile.columnar import WindowDB
 
 
 @dataclass
@@ -194,24 +197,31 @@ def build_trail(
         # whole window's GROUP BY costs seconds on a large store
         last = w.LazyLastActivity(store.engine.connect, plan.names, lo, as_of)
         progress = ProbeProgress(backend, plan, lo, as_of)
+
+    def judged(db: WindowDB, start: int) -> Evaluation:
+        return evaluate(
+            plan, db, as_of, judge, window_start=start, chosen=[order_id], backend=backend,
+            progress=progress, last=last, keep_contexts=True,
+        )  # fmt: skip
+
     with backend.window(plan, lo, as_of, orders=[order_id]) as db:
         db.resolve()
         in_window = db.event_count() > 0
         if not in_window and shown_from == lo:
             raise UnknownOrder(order_id, closest_ids(store, order_id))
-        ev = evaluate(
-            plan, db, as_of, judge, window_start=lo, chosen=[order_id], backend=backend,
-            progress=progress, last=last, keep_contexts=True,
-        )  # fmt: skip
+        if in_window:
+            ev = judged(db, lo)
         seqs = db.member_seqs(order_id)
     if shown_from < lo:  # events before the window: in the trail, not judged
         with backend.window(plan, shown_from, as_of, orders=[order_id]) as db:
             db.resolve()
             seqs = db.member_seqs(order_id)
-    findings = finish_findings(ev.findings, backend)
+            if not in_window:  # wholly before it: judged whole only to tell a finished order
+                ev = judged(db, shown_from)
+    findings = finish_findings(ev.findings if in_window else ev.findings.iloc[:0], backend)
     exp: list[Expectation] = []
     state = "unknown"
-    for ctx in ev.contexts:
+    for ctx in ev.contexts if in_window else ():
         ids = ctx.state.order_ids.tolist()
         if order_id in ids:
             oi = ids.index(order_id)
@@ -224,6 +234,8 @@ def build_trail(
         ids = p.order_ids.tolist()
         if order_id in ids:
             state = str(p.state[ids.index(order_id)])
+    if not in_window and state not in ("complete", "closed"):
+        state = "outside_window"  # reconcile no longer judges it: neither findings nor due hops
     stored = _stored(store, order_id)
     out: list[dict[str, Any]] = []
     for r in findings[findings["order_id"] == order_id].itertuples(index=False):
@@ -248,18 +260,17 @@ def build_trail(
     notes = [f["plain"] for f in out]
     start = f"{datetime.fromtimestamp(lo / 1e6, tz=UTC):%Y-%m-%d %H:%M} UTC"
     span = format_duration(config.pipeline.lookback)
-    if not in_window:
-        state = "outside_window"
+    if state == "outside_window":
         notes.append(
             f"Every event of this order is older than the lookback window ({span}, from {start}): "
             "reconcile no longer judges it."
         )
-    elif shown_from < lo:
+    elif shown_from < lo and in_window:
         notes.append(
             f"Events before {start} are shown but not judged: reconcile judges the {span} "
             "before as-of, so an order that started earlier is judged on its later events."
         )
-    if not out and in_window:
+    if not out and state != "outside_window":
         notes.append(_state_words(state, exp, as_of))
     return Trail(order_id, as_of, events, exp, out, state, config.pipeline.timezone, notes)
 
