@@ -538,9 +538,12 @@ class WindowDB:
         # a part's queries then read only its own row groups (zone maps), never the whole
         # window again; a few parts filter a plain copy instead (sorting costs more than that)
         by_part = " ORDER BY part" if self.n_parts > SORT_PARTS else ""
+        # the part computed as ord computes it, not joined from ord: a hash table of every
+        # order id would not fit a small budget on a large window (30M orders, 2 GB)
         c.execute(
-            "CREATE OR REPLACE TEMP TABLE emp AS SELECT o.part, m.order_id, e.seq, e.hop, e.phase, e.t "
-            f"FROM mem m JOIN ev e ON e.seq = m.seq JOIN ord o ON o.order_id = m.order_id{by_part}"
+            f"CREATE OR REPLACE TEMP TABLE emp AS SELECT (hash(m.order_id) % {self.n_parts})"
+            "::INTEGER AS part, m.order_id, e.seq, e.hop, e.phase, e.t "
+            f"FROM mem m JOIN ev e ON e.seq = m.seq{by_part}"
         )
         c.execute(
             "CREATE OR REPLACE TEMP TABLE memp AS SELECT x.part, x.order_id, x.seq, me.obj, x.hop, "
