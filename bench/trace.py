@@ -7,7 +7,8 @@
 The store is opened as ``trace`` opens it: one made by an older ordertrail is migrated on the
 first run (pass a copy to keep the original as it is). One unmeasured run of each command
 first, so that Python's bytecode caches exist as they do after an install; the order id is the
-first one stored unless ``--id`` names one.
+first one stored unless ``--id`` names one, traced as of the reconcile benchmark's time
+(its orders lie in the lookback window then) unless ``--as-of`` says otherwise.
 """
 
 from __future__ import annotations
@@ -69,19 +70,26 @@ def main() -> None:
     ap.add_argument("--config", type=Path, default=DATA / "ordertrail.toml")
     ap.add_argument("--id", dest="order_id", help="the order to trace (default: the first)")
     ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument(
+        "--as-of",
+        default="1769817600",
+        help="trace as of this time (default: the reconcile benchmark's, so that the order lies "
+        "in the lookback window; 'now' traces as of now, when the benchmark's orders are old)",
+    )
     a = ap.parse_args()
     order_id = a.order_id or _first_order(a.store)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     base = [sys.executable, "-m", "ordertrail"]
     store_args = ["--config", str(a.config), "--db", f"sqlite:///{a.store.resolve()}"]
-    trace_cmd = [*base, *store_args, "trace", order_id]
+    when = [] if a.as_of == "now" else ["--as-of", a.as_of]
+    trace_cmd = [*base, *store_args, "trace", order_id, *when]
     out = {
         "trace": _median(trace_cmd, a.runs, env),
         "help": _median([*base, "--help"], a.runs, env),
         "runs": a.runs,
         "order_id": order_id,
-        "command": " ".join(["ordertrail", *store_args, "trace", order_id]),
+        "command": " ".join(["ordertrail", *store_args, "trace", order_id, *when]),
         "store": str(a.store),
         "nproc": os.cpu_count(),
         "cpu": _cpu(),
