@@ -60,25 +60,16 @@ class AppState:
     def existing_store(self, command: str) -> Store:
         """The store, which must exist already: a command that only reads or removes (prune)
         must not leave a new empty store where a mistyped path points."""
-        from sqlalchemy.engine import make_url
-
-        from ordertrail.store.engine import resolve_url
+        from ordertrail.store.engine import resolve_url, sqlite_file
 
         cfg = self.maybe_config()
-        url = resolve_url(self.db_url, cfg.store_url if cfg else None)
-        try:
-            u = make_url(url)
-        except Exception:
-            u = None  # the store's own error says what is wrong with the URL
-        db = (u.database or "") if u is not None and u.get_backend_name() == "sqlite" else ""
-        if db and db != ":memory:" and not db.startswith("file:"):
-            path = Path(db).expanduser()
-            if not path.exists():
-                raise ConfigError(
-                    f"{command}: no store at {path} (is the path right? 'ordertrail ingest' "
-                    "creates a store)",
-                    key="store.url",
-                )
+        path = sqlite_file(resolve_url(self.db_url, cfg.store_url if cfg else None))
+        if path is not None and not path.exists():
+            raise ConfigError(
+                f"{command}: no store at {path} (is the path right? 'ordertrail ingest' "
+                "creates a store)",
+                key="store.url",
+            )
         return self.store()
 
     def config_dir(self) -> Path:

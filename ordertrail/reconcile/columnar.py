@@ -138,7 +138,6 @@ _IDLE_MAX = 4
 
 def close_idle() -> None:
     """Close the kept databases and remove their spill directories (at exit)."""
-
     with _IDLE_LOCK:
         kept = list(_IDLE)
         _IDLE.clear()
@@ -216,7 +215,6 @@ class WindowDB:
             self.con.execute(f"SET threads = {int(threads)}")
 
     def close(self) -> None:
-
         if self._pooled and _idle_push(self.con, self._tmp):
             return
         self.con.close()

@@ -155,8 +155,8 @@ def _prepare(out: Path) -> None:
         return
     tables = [e for e in entries if e.name in {"ev", "me", "li"} or _is_attr_dir(e.name)]
     foreign = [e.name for e in entries if e not in tables and e.name not in {MANIFEST, MANIFEST + ".tmp"}]  # fmt: skip
-    for e in [e for e in entries if e.name.startswith(MANIFEST)]:
-        if e.is_symlink() or not e.is_file():
+    for e in entries:
+        if e.name in {MANIFEST, MANIFEST + ".tmp"} and (e.is_symlink() or not e.is_file()):
             foreign.append(e.name)
     for e in tables:
         if e.is_symlink() or not e.is_dir():

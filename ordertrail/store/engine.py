@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 
 from ordertrail.errors import ConfigError, StoreError
@@ -30,6 +30,19 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def sqlite_file(url: str | URL) -> Path | None:
+    """The file of a SQLite store URL; None for another database, an in-memory one, a
+    ``file:`` URI or a URL that does not parse (whoever opens it says what is wrong)."""
+    try:
+        u = make_url(url)
+    except ArgumentError:
+        return None
+    db = (u.database or "") if u.get_backend_name() == "sqlite" else ""
+    if not db or db == ":memory:" or db.startswith("file:"):
+        return None
+    return Path(db).expanduser()
+
+
 def make_engine(url: str) -> Engine:
     """Create an engine for ``url``; raise ConfigError for a malformed URL or missing driver."""
     try:
@@ -41,13 +54,11 @@ def make_engine(url: str) -> Engine:
         u = u.set(drivername="postgresql+psycopg")
     kwargs: dict[str, Any] = {}
     if u.get_backend_name() == "sqlite":
-        db = u.database or ""
-        if db and db != ":memory:" and not db.startswith("file:"):
-            parent = Path(db).expanduser().parent
-            if not parent.exists():
-                raise ConfigError(
-                    f"folder of the SQLite store does not exist: {parent}", key="store.url"
-                )
+        path = sqlite_file(u)
+        if path is not None and not path.parent.exists():
+            raise ConfigError(
+                f"folder of the SQLite store does not exist: {path.parent}", key="store.url"
+            )
     else:
         kwargs["pool_pre_ping"] = True
     try:
