@@ -4,8 +4,9 @@ part of the orders at a time, so memory is set by the part, not by the window.
 Tables: ``ev`` (seq, order_id, hop, phase, t), ``me`` (seq, obj "kind:id"), ``li`` (obj, other
 object or "", order_id or ""), and one per attribute the rules compare (seq, t, src, eid, v as
 JSON text; ``vk``, a comparable key, for ``unique_by``). From them: ``oo`` (object -> order,
-through links and ``via``), ``mem`` (event -> order), ``ord`` (order -> part). A part's
-:class:`State` is built by a few GROUP BY queries; the rules (``rules.py``) read only that.
+through links and ``via``), ``ord`` (order -> part), ``emp`` (event -> order, with the event's
+hop, phase and time; ``mem`` without them). A part's :class:`State` is built by a few GROUP BY
+queries; the rules (``rules.py``) read only that.
 """
 
 from __future__ import annotations
@@ -36,9 +37,20 @@ logger = logging.getLogger(__name__)
 DEFAULT_PART_ORDERS = 500_000
 # above this many parts the window's per-part copies are sorted by part (see resolve)
 SORT_PARTS = 4
-
-
 SPILL_PREFIX = "ordertrail-duck-"
+
+
+def _members(at: bool = False) -> str:
+    """Each event with each order it belongs to: its own, and the orders of the objects it
+    names (only where that is another order, so no global DISTINCT is needed); ``at``: with
+    the event's hop, phase and time."""
+    own, other = "seq, order_id", "m.seq, oo.order_id"
+    if at:
+        own, other = f"{own}, hop, phase, t", f"{other}, e.hop, e.phase, e.t"
+    return (
+        f"SELECT {own} FROM ev WHERE order_id <> '' UNION ALL SELECT DISTINCT {other} "
+        "FROM me m JOIN oo USING (obj) JOIN ev e USING (seq) WHERE oo.order_id <> e.order_id"
+    )
 
 
 def _q(s: str) -> str:
@@ -398,14 +410,13 @@ class WindowDB:
         meta = {**meta, "attr_tables": [[list(k), v] for k, v in self.attr_tables.items()]}
         c.execute("CREATE OR REPLACE TABLE meta (v VARCHAR)")
         c.execute("INSERT INTO meta VALUES (?)", [orjson.dumps(meta).decode()])
-        for name in ("emp", "memp"):
+        for name in ("mem", "memp", "emp"):
             kind = c.execute(
                 "SELECT table_type FROM information_schema.tables WHERE table_name = ?", [name]
             ).fetchall()
             if kind:
                 c.execute(f"DROP {'VIEW' if kind[0][0] == 'VIEW' else 'TABLE'} {name}")
-        for name in ("mem", "ord"):
-            c.execute(f"DROP TABLE IF EXISTS {name}")
+        c.execute("DROP TABLE IF EXISTS ord")
 
     def meta(self) -> dict[str, Any] | None:
         """A cache's meta (None: not a cache), and its attribute tables restored."""
@@ -504,48 +515,32 @@ class WindowDB:
                 f"AND split_part(l.other, ':', 1) = {_q(via)}"
             )
         c.execute("CREATE OR REPLACE TABLE oo AS SELECT DISTINCT obj, order_id FROM oo")
-        # events -> orders: an event's own order, and the orders of the objects it names (only
-        # where that is another order, so no global DISTINCT is needed)
         c.execute(
-            "CREATE OR REPLACE TEMP TABLE mem AS "
-            "SELECT seq, order_id FROM ev WHERE order_id <> '' "
-            "UNION ALL SELECT DISTINCT m.seq, oo.order_id FROM me m JOIN oo USING (obj) "
-            "JOIN ev e USING (seq) WHERE oo.order_id <> e.order_id"
+            f"CREATE OR REPLACE TEMP TABLE ord AS SELECT DISTINCT order_id FROM ({_members()})"
         )
-        c.execute("CREATE OR REPLACE TEMP TABLE ord AS SELECT DISTINCT order_id FROM mem")
         n = int(c.execute("SELECT count(*) FROM ord").fetchall()[0][0])
         per = part_orders or DEFAULT_PART_ORDERS
         self.n_parts = max(1, math.ceil(n / per))
-        if self.n_parts == 1:
-            # one part: nothing to cluster, the part's queries read the window as it is
-            c.execute("CREATE OR REPLACE TEMP TABLE ord AS SELECT order_id, 0 AS part FROM ord")
-            c.execute(
-                "CREATE OR REPLACE TEMP VIEW emp AS SELECT 0 AS part, m.order_id, e.seq, e.hop, "
-                "e.phase, e.t FROM mem m JOIN ev e ON e.seq = m.seq"
-            )
-            c.execute(
-                "CREATE OR REPLACE TEMP VIEW memp AS SELECT x.part, x.order_id, x.seq, me.obj, x.hop, "
-                "x.phase, x.t FROM me JOIN emp x USING (seq)"
-            )
-            return n
-        c.execute(
-            "CREATE OR REPLACE TEMP TABLE ord AS SELECT order_id, "
-            f"(hash(order_id) % {self.n_parts})::INTEGER AS part FROM ord"
-        )
-        # each event with each order it belongs to, stored by part when there are many parts:
-        # a part's queries then read only its own row groups (zone maps), never the whole
-        # window again; a few parts filter a plain copy instead (sorting costs more than that)
-        by_part = " ORDER BY part" if self.n_parts > SORT_PARTS else ""
-        # the part computed as ord computes it, not joined from ord: a hash table of every
+        # each event with each order it belongs to, read from ev as it stands (joining the
+        # members back to ev by seq cost more than sorting them: 21 of 33 CPU-s at 10M orders).
+        # The part is computed as ord computes it, not joined from ord: a hash table of every
         # order id would not fit a small budget on a large window (30M orders, 2 GB)
+        part = f"(hash(order_id) % {self.n_parts})::INTEGER" if self.n_parts > 1 else "0"
+        c.execute(f"CREATE OR REPLACE TEMP TABLE ord AS SELECT order_id, {part} AS part FROM ord")
+        # one part: nothing to cluster, its queries read the window as it is (views). Many:
+        # stored by part, so that a part's queries read only its own row groups (zone maps),
+        # never the whole window again; a few parts filter a plain copy instead (sorting costs
+        # more than that)
+        kind = "VIEW" if self.n_parts == 1 else "TABLE"
+        by_part = " ORDER BY part" if self.n_parts > SORT_PARTS else ""
         c.execute(
-            f"CREATE OR REPLACE TEMP TABLE emp AS SELECT (hash(m.order_id) % {self.n_parts})"
-            "::INTEGER AS part, m.order_id, e.seq, e.hop, e.phase, e.t "
-            f"FROM mem m JOIN ev e ON e.seq = m.seq{by_part}"
+            f"CREATE OR REPLACE TEMP {kind} emp AS SELECT {part} AS part, order_id, seq, hop, "
+            f"phase, t FROM ({_members(at=True)}){by_part}"
         )
+        c.execute("CREATE OR REPLACE TEMP VIEW mem AS SELECT seq, order_id FROM emp")
         c.execute(
-            "CREATE OR REPLACE TEMP TABLE memp AS SELECT x.part, x.order_id, x.seq, me.obj, x.hop, "
-            f"x.phase, x.t FROM me JOIN emp x USING (seq){by_part}"
+            f"CREATE OR REPLACE TEMP {kind} memp AS SELECT x.part, x.order_id, x.seq, me.obj, "
+            f"x.hop, x.phase, x.t FROM me JOIN emp x USING (seq){by_part}"
         )
         return n
 
