@@ -157,6 +157,22 @@ def test_prune_removes_what_is_older_and_nothing_inside_the_window(store_url: st
     s.close()
 
 
+def test_a_link_moved_batch_after_batch_counts_once(store_url: str) -> None:
+    """I7 -> O7 shown by three old events and a new one: pruned an event a batch, the link
+    moves three times, and it is one link kept, as the dry run says."""
+    s = Store(store_url)
+    s.write_batch([
+        *(ev(f"m{i}", "O7", "checkout", NOW - (300 - i) * D, item=["I7"]) for i in range(3)),
+        ev("m9", "O7", "shipped", NOW - 5 * D, item=["I7"]),
+    ])  # fmt: skip
+    dry = prune(s.engine, CUT, keep_after=KEEP, dry_run=True)
+    res = prune(s.engine, CUT, keep_after=KEEP, batch_size=1)
+    assert res.events == 3 and res.links == 0 and res.links_moved == dry.links_moved == 1
+    assert q("SELECT event_id FROM links WHERE object_id = 'I7'", store_url) == [("m9",)]
+    assert_consistent(store_url)
+    s.close()
+
+
 def test_a_link_stays_while_an_event_shows_it(store_url: str) -> None:
     s = Store(store_url)
     # P5 <-> I5 shown first by an old event, then by two new ones: it moves to the earliest

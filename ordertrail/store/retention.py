@@ -315,6 +315,7 @@ def _inactive_findings(m: str) -> str:
 
 
 # a stored event that shows the link (kind, object_id) -> order (link_kind "") ...
+_OLD_LINKS = "SELECT count(*) FROM links WHERE occurred_at < {cut}"
 _SHOWS_ORDER = (
     "FROM event_objects a JOIN events e ON e.source = a.source AND e.event_id = a.event_id "
     "WHERE a.kind = {m} AND a.object_id = {m} AND e.order_id = {m}"
@@ -344,7 +345,7 @@ def _count(engine: Engine, res: PruneResult) -> None:
         shows_object = _SHOWS_OBJECT.format(m="{}").format(
             "l.kind", "l.object_id", "l.link_kind", "l.link_id"
         )
-        old = int(one(f"SELECT count(*) FROM links WHERE occurred_at < {cut}").scalar_one())
+        old = int(one(_OLD_LINKS.format(cut=cut)).scalar_one())
         res.links = int(
             one(
                 f"SELECT count(*) FROM links l WHERE l.occurred_at < {cut} AND NOT ("
@@ -396,6 +397,7 @@ class _Pruner:
                     f"SELECT count(*) FROM findings WHERE {_inactive_findings(str(cut))}",
                 )
             )
+            old_links = int(one(_OLD_LINKS.format(cut=cut)).scalar_one())
         self.tick(0, "starting")
         if partitioned:
             self._months()
@@ -412,6 +414,12 @@ class _Pruner:
             with self.engine.begin() as conn:  # the month ahead, so ingest rarely has to
                 now = time.time_ns() // 1000
                 ensure_partitions(conn, [now, now + 31 * 86400 * 1_000_000])
+        # a link is moved once per batch that removes the event it names, and may go in the
+        # end: the links kept are those that were before the cut, less those removed and any
+        # left there (none, unless an ingest wrote old events meanwhile)
+        with self.engine.connect() as conn:
+            left = int(conn.exec_driver_sql(_OLD_LINKS.format(cut=cut)).scalar_one())
+        self.res.links_moved = max(0, old_links - self.res.links - left)
 
     # -- events, row by row (SQLite; on PostgreSQL the month that straddles the cut) -----------
     def _events(self) -> None:
@@ -487,9 +495,7 @@ class _Pruner:
         if not fresh:
             return 0
         seen.update(fresh)
-        removed, moved = _decide_links(conn, _mark(conn), fresh)
-        self.res.links += removed
-        self.res.links_moved += moved
+        self.res.links += _decide_links(conn, _mark(conn), fresh)
         return len(fresh)
 
     # -- whole months (PostgreSQL) ---------------------------------------------------------------
@@ -618,12 +624,10 @@ def _forget_mentions(conn: Connection, rows: Sequence[Sequence[Any]]) -> int:
         cur.close()
 
 
-def _decide_links(
-    conn: Connection, m: str, keys: Sequence[tuple[str, str, str, str]]
-) -> tuple[int, int]:
+def _decide_links(conn: Connection, m: str, keys: Sequence[tuple[str, str, str, str]]) -> int:
     """For links whose recorded event is gone: delete those no stored event shows, point the
-    others at the earliest stored event that shows them. Returns (removed, moved)."""
-    removed = moved = 0
+    others at the earliest stored event that shows them. Returns how many it deleted."""
+    removed = 0
     first = " ORDER BY e.occurred_at, e.source, e.event_id LIMIT 1"
     where = f"kind = {m} AND object_id = {m} AND link_kind = {m} AND link_id = {m}"
     cur = _raw(conn).cursor()
@@ -644,7 +648,6 @@ def _decide_links(
                 f"(SELECT e.occurred_at, e.source, e.event_id {shows}{first}) WHERE {where}",
                 [(*a, *k) for k, a in zip(part, args, strict=True)],
             )
-            moved += max(int(cur.rowcount), 0)
     finally:
         cur.close()
-    return removed, moved
+    return removed
