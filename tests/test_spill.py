@@ -13,6 +13,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from ordertrail.reconcile import columnar
 from ordertrail.reconcile.columnar import LOCK_NAME, SPILL_PREFIX, WindowDB, sweep_spill_dirs
 from ordertrail.reconcile.plan import compile_plan
@@ -117,3 +119,16 @@ def test_a_window_spills_into_a_locked_directory_named_after_its_host_and_proces
         assert sweep_spill_dirs(str(spill.parent)) == []  # this run's own: kept
         assert spill.exists()
     assert not spill.exists()  # a clean close removes it
+
+
+@pytest.mark.parametrize("names", [("web-1", "web_1"), ("a b", "a_b"), ("", "_")])
+def test_hosts_whose_names_sanitise_alike_keep_apart(
+    monkeypatch: pytest.MonkeyPatch, names: tuple[str, str]
+) -> None:
+    import socket
+
+    got = []
+    for name in names:
+        monkeypatch.setattr(socket, "gethostname", lambda name=name: name)
+        got.append(columnar._host())
+    assert got[0] != got[1] and all("-" not in g and "/" not in g and g for g in got)

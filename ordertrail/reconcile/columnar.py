@@ -58,11 +58,17 @@ def _q(s: str) -> str:
 
 
 def _host() -> str:
-    """This host's name as it can stand in a directory name between dashes."""
+    """This host's name as it can stand in a directory name between dashes; a name that had
+    to change takes a hash of itself, so that two hosts ("web-1", "web_1") never share one."""
+    import hashlib
     import re
     import socket
 
-    return re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname()) or "localhost"
+    raw = socket.gethostname()
+    name = re.sub(r"[^A-Za-z0-9_.]", "_", raw)
+    if name != raw or not name:
+        name += "_" + hashlib.sha256(raw.encode("utf-8", "surrogateescape")).hexdigest()[:10]
+    return name
 
 
 LOCK_NAME = ".ordertrail-owner"  # flocked by the run while its spill directory is in use
