@@ -40,19 +40,6 @@ SORT_PARTS = 4
 SPILL_PREFIX = "ordertrail-duck-"
 
 
-def _members(at: bool = False) -> str:
-    """Each event with each order it belongs to: its own, and the orders of the objects it
-    names (only where that is another order, so no global DISTINCT is needed); ``at``: with
-    the event's hop, phase and time."""
-    own, other = "seq, order_id", "m.seq, oo.order_id"
-    if at:
-        own, other = f"{own}, hop, phase, t", f"{other}, e.hop, e.phase, e.t"
-    return (
-        f"SELECT {own} FROM ev WHERE order_id <> '' UNION ALL SELECT DISTINCT {other} "
-        "FROM me m JOIN oo USING (obj) JOIN ev e USING (seq) WHERE oo.order_id <> e.order_id"
-    )
-
-
 def _q(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
@@ -422,7 +409,8 @@ class WindowDB:
             ).fetchall()
             if kind:
                 c.execute(f"DROP {'VIEW' if kind[0][0] == 'VIEW' else 'TABLE'} {name}")
-        c.execute("DROP TABLE IF EXISTS ord")
+        for name in ("mo", "ord"):
+            c.execute(f"DROP TABLE IF EXISTS {name}")
 
     def meta(self) -> dict[str, Any] | None:
         """A cache's meta (None: not a cache), and its attribute tables restored."""
@@ -521,16 +509,29 @@ class WindowDB:
                 f"AND split_part(l.other, ':', 1) = {_q(via)}"
             )
         c.execute("CREATE OR REPLACE TABLE oo AS SELECT DISTINCT obj, order_id FROM oo")
+        # each event with each order it belongs to: its own (ev as it stands), and the orders of
+        # the objects it names where that is another order (``mo``, computed once), so no
+        # global DISTINCT is needed
         c.execute(
-            f"CREATE OR REPLACE TEMP TABLE ord AS SELECT DISTINCT order_id FROM ({_members()})"
+            "CREATE OR REPLACE TEMP TABLE mo AS SELECT DISTINCT m.seq, oo.order_id, e.hop, "
+            "e.phase, e.t FROM me m JOIN oo USING (obj) JOIN ev e USING (seq) "
+            "WHERE oo.order_id <> e.order_id"
+        )
+        members = (
+            "SELECT seq, order_id, hop, phase, t FROM ev WHERE order_id <> '' "
+            "UNION ALL SELECT seq, order_id, hop, phase, t FROM mo"
+        )
+        c.execute(
+            "CREATE OR REPLACE TEMP TABLE ord AS SELECT DISTINCT order_id FROM ("
+            "SELECT order_id FROM ev WHERE order_id <> '' UNION ALL SELECT order_id FROM mo)"
         )
         n = int(c.execute("SELECT count(*) FROM ord").fetchall()[0][0])
         per = part_orders or DEFAULT_PART_ORDERS
         self.n_parts = max(1, math.ceil(n / per))
-        # each event with each order it belongs to, read from ev as it stands (joining the
-        # members back to ev by seq cost more than sorting them: 21 of 33 CPU-s at 10M orders).
-        # The part is computed as ord computes it, not joined from ord: a hash table of every
-        # order id would not fit a small budget on a large window (30M orders, 2 GB)
+        # the members are not joined back to ev by seq for their hop, phase and time: that cost
+        # more than sorting them (21 of 33 CPU-s at 10M orders). The part is computed as ord
+        # computes it, not joined from ord: a hash table of every order id would not fit a
+        # small budget on a large window (30M orders, 2 GB)
         part = f"(hash(order_id) % {self.n_parts})::INTEGER" if self.n_parts > 1 else "0"
         c.execute(f"CREATE OR REPLACE TEMP TABLE ord AS SELECT order_id, {part} AS part FROM ord")
         # one part: nothing to cluster, its queries read the window as it is (views). Many:
@@ -541,7 +542,7 @@ class WindowDB:
         by_part = " ORDER BY part" if self.n_parts > SORT_PARTS else ""
         c.execute(
             f"CREATE OR REPLACE TEMP {kind} emp AS SELECT {part} AS part, order_id, seq, hop, "
-            f"phase, t FROM ({_members(at=True)}){by_part}"
+            f"phase, t FROM ({members}){by_part}"
         )
         c.execute("CREATE OR REPLACE TEMP VIEW mem AS SELECT seq, order_id FROM emp")
         c.execute(
