@@ -314,8 +314,9 @@ def _inactive_findings(m: str) -> str:
     return f"status IN ('resolved', 'expired') AND since < {m}"
 
 
-# a stored event that shows the link (kind, object_id) -> order (link_kind "") ...
+# the links first shown before the cut: each is removed or moved to a later event by a prune
 _OLD_LINKS = "SELECT count(*) FROM links WHERE occurred_at < {cut}"
+# a stored event that shows the link (kind, object_id) -> order (link_kind "") ...
 _SHOWS_ORDER = (
     "FROM event_objects a JOIN events e ON e.source = a.source AND e.event_id = a.event_id "
     "WHERE a.kind = {m} AND a.object_id = {m} AND e.order_id = {m}"
