@@ -109,6 +109,7 @@ name = "b"
         (_hops('[engine]\nmemory = "1MB"\n'), "engine.memory: must be at least 64MB"),
         (_hops('[engine]\nmemory = "0GB"\n'), "engine.memory: must be at least 64MB"),
         (_hops('[engine]\nmemory = "60MiB"\n'), "engine.memory: must be at least 64MB"),
+        (_hops('[engine]\nmemory = "20000000TB"\n'), "engine.memory: must be at most 1000000TB"),
         (_hops('[engine]\nmemory = "4 G"\n'), "engine.memory: must be a size such as"),
     ],
 )

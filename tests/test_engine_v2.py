@@ -156,6 +156,24 @@ def test_trace_by_tracking_number_shows_every_order_of_the_parcel(
     assert r.exit_code == 0 and "Order A (found by shipment:1Z999AA1)" in r.stdout
 
 
+def test_trace_of_what_names_nothing_stored_is_unknown(tmp_path: Path, store_url: str) -> None:
+    """``kind:id`` of an object never stored, a kind with no id and the empty id are unknown
+    (exit 1), not an unlinked object or an order; an item whose own id has a colon (here it
+    even begins with the order's id and a kind's name) is found by that id."""
+    s = trail_store(store_url)
+    s.write_batch([ev("x1", "item:X", "checkout", 1, item=["item:X:i0"])])
+    s.close()
+    at = ("--as-of", "2026-01-01T20:00:00Z")
+    for ident in ("item:NOPE", "shipment:", ""):
+        r = _invoke(tmp_path, store_url, "trace", ident, *at)
+        assert r.exit_code == 1 and "no events for order" in r.output, (ident, r.output)
+        assert "closest known ids: , " not in r.output and "belongs to no order" not in r.output
+    r = _invoke(tmp_path, store_url, "trace", "item:X:i0", *at, "--format", "json")
+    assert r.exit_code == 0, r.output
+    doc = orjson.loads(r.stdout)  # one order: its trail itself
+    assert (doc["order_id"], doc["found_by"]) == ("item:X", "item:item:X:i0")
+
+
 def test_trace_as_of_shows_no_later_event_and_judges_then(tmp_path: Path, store_url: str) -> None:
     trail_store(store_url).close()
     r = _invoke(

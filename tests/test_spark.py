@@ -416,6 +416,34 @@ def test_parquet_of_another_config_or_time_is_refused(tmp_path: Path, workdir: P
     assert r.exit_code == 2 and "another config" in r.output
 
 
+def test_parquet_of_another_store_or_older_than_the_last_run_is_refused(tmp_path: Path) -> None:
+    """A run from an export replaces the store's findings: an export of another store, or one
+    older than the store's last run, would record findings of other orders or reopen settled
+    ones. Both are refused before Spark starts, and the store keeps its runs."""
+    a_url, b_url = f"sqlite:///{tmp_path / 'a.db'}", f"sqlite:///{tmp_path / 'b.db'}"
+    cfg, as_of = _shop(tmp_path / "a", a_url, 200, 3)
+    _shop(tmp_path / "b", b_url, 60, 4)  # the same pipeline, fewer orders
+    when = str(as_of // 1_000_000)
+    conf = str(cfg.path)
+    for url, name in ((a_url, "pa"), (b_url, "pb")):
+        r = _cli("--config", conf, "--db", url, "export", "--parquet", str(tmp_path / name),
+                 "--as-of", when)  # fmt: skip
+        assert r.exit_code == 0, r.output
+    for url, name in ((b_url, "pa"), (a_url, "pb")):  # a bigger store's export; a smaller one's
+        r = _cli("--config", conf, "--db", url, "reconcile", "--engine", "spark", "--parquet",
+                 str(tmp_path / name))  # fmt: skip
+        assert r.exit_code == 2 and "exported from another store" in r.output, r.output
+    # a run that saw a later event than the export: the export is out of date for this store
+    with Store(a_url) as s:
+        s.write_batch([OrderEvent("late-1", "LATE-1", "checkout", as_of - 10**6, "t", "t:1")])
+    assert _cli("--config", conf, "--db", a_url, "reconcile", "--as-of", when).exit_code in (0, 1)
+    r = _cli("--config", conf, "--db", a_url, "reconcile", "--engine", "spark", "--parquet",
+             str(tmp_path / "pa"))  # fmt: skip
+    assert r.exit_code == 2 and "older than this store's last run" in r.output, r.output
+    with Store(a_url) as s, s.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM runs")).scalar_one() == 1
+
+
 def _tree(root: Path) -> dict[str, bytes | str]:
     """Every entry under ``root``: a file's bytes, a link's target, a folder's "dir"."""
     out: dict[str, bytes | str] = {}

@@ -28,6 +28,7 @@ from ordertrail import __version__
 from ordertrail.errors import ConfigError
 from ordertrail.reconcile.backend import _attr_queries
 from ordertrail.reconcile.plan import Plan, compile_plan
+from ordertrail.reconcile.runs import last_run
 from ordertrail.schemas.config import Config
 from ordertrail.schemas.event import us_to_iso
 from ordertrail.store import Store
@@ -63,6 +64,8 @@ class Manifest:
     max_ingest_seq: int
     watermarks: dict[str, int | None]
     pipeline: str = ""
+    # the (source, event_id) stored as max_ingest_seq: which store the export is of
+    last_event: list[str] | None = None
     exported_at: str | None = None
     ordertrail: str = __version__
     format: int = FORMAT
@@ -131,6 +134,7 @@ def export_window(
         attributes=[{"role": r, "key": k, "table": f"av{j}"}
                     for j, ((r, k), _) in enumerate(queries)],
         rows={n: rows[n] for n in names}, max_ingest_seq=max_seq, watermarks=watermarks,
+        last_event=store.event_at_seq(max_seq) if max_seq else None,
         pipeline=config.pipeline.name, exported_at=us_to_iso(time.time_ns() // 1000),
         directory=str(out),
     )  # fmt: skip
@@ -238,9 +242,11 @@ def read_manifest(directory: str | Path) -> Manifest:
 
 
 def check_manifest(
-    manifest: Manifest, config: Config, plan: Plan, as_of: int | None, directory: str | Path
-) -> None:
-    """The export must be of this config, and of the window asked for."""
+    manifest: Manifest, config: Config, plan: Plan, as_of: int | None, directory: str | Path,
+    store: Store | None = None,
+) -> None:  # fmt: skip
+    """The export must be of this config, of the window asked for and, when ``store`` is
+    given (the store the run is recorded in), of that store and no older than its last run."""
     if manifest.config != config.fingerprint or manifest.hops != list(plan.names):
         raise ConfigError(
             f"--parquet {directory} was exported with another config (fingerprint "
@@ -252,4 +258,31 @@ def check_manifest(
         raise ConfigError(
             f"--parquet {directory} holds the window as of {us_to_iso(manifest.as_of)}, not "
             f"{us_to_iso(as_of)}; export again with --as-of, or leave --as-of out"
+        )
+    if store is not None:
+        _check_store(manifest, store, directory)
+
+
+def _check_store(manifest: Manifest, store: Store, directory: str | Path) -> None:
+    """A run from an export is recorded in ``store``: its findings replace the store's, so the
+    export must be of this store, and hold every event the store's last run saw (a run from
+    an older export reopens what later events settled)."""
+    seq = manifest.max_ingest_seq
+    other = f"--parquet {directory} was exported from another store"
+    if seq > store.max_ingest_seq():
+        raise ConfigError(f"{other}: it holds events up to ingest_seq {seq:,}, this store fewer")
+    if manifest.last_event is not None:
+        here = store.event_at_seq(seq)
+        if here is not None and here != list(manifest.last_event):
+            raise ConfigError(
+                f"{other}: its last event ({' '.join(manifest.last_event)}) is not this "
+                f"store's event {seq:,} ({' '.join(here)})"
+            )
+    with store.engine.connect() as conn:
+        last = last_run(conn, None)
+    if last is not None and int(last["max_ingest_seq"]) > seq:
+        raise ConfigError(
+            f"--parquet {directory} is older than this store's last run (run {last['id']} saw "
+            f"events up to ingest_seq {int(last['max_ingest_seq']):,}, the export up to "
+            f"{seq:,}): a run from it would reopen what later events settled; export again"
         )

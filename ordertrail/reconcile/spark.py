@@ -561,7 +561,7 @@ def reconcile_spark(
     manifest: Manifest | None = None
     if parquet is not None:
         manifest = read_manifest(parquet)
-        check_manifest(manifest, config, plan, as_of, parquet)
+        check_manifest(manifest, config, plan, as_of, parquet, store)
         as_of = manifest.as_of
         watermarks = dict(manifest.watermarks)
         max_seq = manifest.max_ingest_seq

@@ -114,6 +114,7 @@ def closest_ids(store: Store, order_id: str, n: int = 5) -> list[str]:
                     .limit(60)
                 )
                 cands.update(r[0] for r in conn.execute(q))
+    cands.discard("")  # events of no order: not an id anyone can look up
     return (
         difflib.get_close_matches(order_id, sorted(cands), n=n, cutoff=0.5)
         or sorted(cands, key=lambda x: -difflib.SequenceMatcher(None, x, order_id).ratio())[:n]
@@ -124,18 +125,23 @@ def resolve_id(
     store: Store, config: Config, ident: str, as_of: int
 ) -> tuple[list[str], str | None]:
     """The orders an id names: an order id, or an object id (``kind:id`` or a bare id of any
-    kind) -> the orders it belongs to. Returns (orders, the object it was found by)."""
+    kind) -> the orders it belongs to. Returns (orders, the object it was found by); ([], None)
+    when the id names nothing stored. ``kind:id`` is read as an object of that kind only when
+    one was stored: else the whole id is looked up as an id of any kind (an item's id may
+    itself contain a colon, even begin with a kind's name)."""
+    if not ident:  # events of no order have the empty order id: it names none
+        return [], None
     via = {o.name: o.via for o in config.objects}
     with store.engine.connect() as conn:
         if w.orders_like(conn, ident):
             return [ident], None
         kind, sep, oid = ident.partition(":")
         candidates: list[tuple[str | None, str]] = []
-        if sep and kind in via:
+        if sep and kind in via and oid:
             candidates.append((kind, oid))
         candidates.append((None, ident))
         for k, i in candidates:
-            kinds = [k] if k else w.object_kinds_of(conn, i, list(via))
+            kinds = w.object_kinds_of(conn, i, [k] if k else list(via))
             found: set[str] = set()
             for kk in kinds:
                 found.update(w.orders_of_object(conn, kk, i, via, as_of))

@@ -30,6 +30,7 @@ FILE_FORMATS = ("jsonl", "csv")
 _TOP_KEYS = {"store", "pipeline", "objects", "hops", "checks", "sources", "notify", "engine"}
 _ENGINE_KEYS = {"memory", "part_orders", "spark"}
 MIN_ENGINE_MEMORY = 64 * 1000**2  # below this DuckDB cannot even stage a small window
+MAX_ENGINE_MEMORY = 1000000 * 1000**4  # what DuckDB's memory_limit takes
 _STORE_KEYS = {"url", "retention", "prune_after_ingest"}
 _PIPELINE_KEYS = {"name", "clock_skew", "lookback", "timezone", "personal", "searchable"}
 _HOP_KEYS = {
@@ -583,8 +584,11 @@ def _parse_engine(data: Mapping[str, Any], path: str | None) -> EngineSettings:
     if m is not None:
         unit = m.group(2)
         scale = (1024 if "i" in unit else 1000) ** ("KMGT".index(unit[0]) + 1)
-        if float(m.group(1)) * scale < MIN_ENGINE_MEMORY:
+        size = float(m.group(1)) * scale
+        if size < MIN_ENGINE_MEMORY:
             raise r.fail("memory", f"must be at least 64MB (DuckDB's working room), not {mem!r}")
+        if size > MAX_ENGINE_MEMORY:  # DuckDB counts its limit in 64-bit bytes
+            raise r.fail("memory", f"must be at most 1000000TB (DuckDB's limit), not {mem!r}")
     po = raw.get("part_orders")
     if po is not None and (isinstance(po, bool) or not isinstance(po, int) or po < 1):
         raise r.fail("part_orders", f"must be a positive integer, not {po!r}")

@@ -163,6 +163,13 @@ class Store:
             rows = conn.execute(select(c.source, c.watermark).where(c.key == "")).all()
         return {r.source: r.watermark for r in rows}
 
+    def event_at_seq(self, seq: int) -> list[str] | None:
+        """The (source, event_id) of the event stored as ``seq``, if it is stored."""
+        c = tables.events.c
+        with self.engine.connect() as conn:
+            row = conn.execute(select(c.source, c.event_id).where(c.ingest_seq == seq)).first()
+        return [str(row[0]), str(row[1])] if row else None
+
     def count_events(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(tables.events)).scalar_one())
