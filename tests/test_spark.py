@@ -590,6 +590,39 @@ def test_engine_spark_config(tmp_path: Path) -> None:
     doc["engine"]["spark"]["executors"] = 3
     with pytest.raises(ConfigError, match=r"engine\.spark\.executors: unknown key"):
         parse_config(doc)
+    del doc["engine"]["spark"]["executors"]
+    for bad in ("bogus://y", "local[0]", "local[abc]", "spark://"):
+        doc["engine"]["spark"]["master"] = bad
+        with pytest.raises(ConfigError, match=r"engine\.spark\.master: .* is not a Spark master"):
+            parse_config(doc)
+
+
+@pytest.mark.parametrize("master", ["bogus://x", "local[0]", "local[abc]", "", "yarn-client"])
+def test_a_master_spark_would_refuse_is_a_usage_error_before_a_jvm(
+    workdir: Path, master: str
+) -> None:
+    r = _cli("--config", str(workdir / "ordertrail.toml"), "--db",
+             f"sqlite:///{workdir / 's.db'}", "reconcile", "--engine", "spark", "--parquet",
+             str(workdir / "pq"), "--spark-master", master)  # fmt: skip
+    assert r.exit_code == 2 and "is not a Spark master" in r.output, r.output
+
+
+def test_a_spark_error_is_told_by_its_last_cause() -> None:
+    from ordertrail.reconcile.spark import _first_line
+
+    class Captured(Exception):
+        desc = "Error while instantiating 'org.apache.spark.sql.internal.SessionStateBuilder':"
+        stackTrace = (
+            "java.lang.IllegalArgumentException: Error while instantiating '…':\n\tat a.b(C:1)\n"
+            "Caused by: org.apache.spark.SparkIllegalArgumentException: The value '0' in the config"
+            ' "spark.sql.shuffle.partitions" is invalid.\n\tat d.e(F:2)\n'
+        )
+
+    assert _first_line(Captured("x")) == (
+        "org.apache.spark.SparkIllegalArgumentException: The value '0' in the config "
+        '"spark.sql.shuffle.partitions" is invalid.'
+    )
+    assert _first_line(ValueError("\nplain\nmore")) == "plain"
 
 
 def test_an_empty_window(tmp_path: Path, workdir: Path, spark: Any) -> None:

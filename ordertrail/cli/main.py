@@ -514,6 +514,7 @@ def reconcile(
     """Match every order's events end to end; report findings and hop incidents."""
     from ordertrail.reconcile import KINDS, fail_matches, parse_shard
     from ordertrail.reconcile import reconcile as run_reconcile
+    from ordertrail.schemas.config import spark_master_problem
 
     kinds = _parse_kinds(fail_on, set(KINDS) | {"hop_silent", "source_lagging", "any"})
     if engine != "spark":
@@ -522,6 +523,8 @@ def reconcile(
                 raise click.UsageError(f"{name} goes with --engine spark")
     elif shard:
         raise click.UsageError("--shard is for the local engine; Spark spreads the orders itself")
+    elif spark_master is not None and (problem := spark_master_problem(spark_master)):
+        raise click.UsageError(f"--spark-master: {problem}")
     elif incremental:
         raise click.UsageError("--incremental is for the local engine; Spark judges every order")
     cfg = state.config()

@@ -243,6 +243,16 @@ def _first_line(e: BaseException) -> str:
             while cause.getCause() is not None:
                 cause = cause.getCause()
             return _first_line(Exception(str(cause.toString())))
+    # PySpark's own exceptions carry the JVM's trace as text: its last cause names the problem
+    # ("Error while instantiating '…':" does not; "The value '0' in the config …" does)
+    trace = f"{e}\n{getattr(e, 'stackTrace', None) or ''}"
+    causes = [
+        x.strip().removeprefix("Caused by:").strip()
+        for x in trace.splitlines()
+        if x.strip().startswith("Caused by: ")
+    ]
+    if causes:
+        return causes[-1][:500]
     text = str(getattr(e, "desc", None) or e).strip()
     for line in text.splitlines():
         line = line.strip()

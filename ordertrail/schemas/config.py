@@ -570,8 +570,6 @@ def parse_config(data: Mapping[str, Any], path: str | None = None) -> Config:
 
 
 def _parse_engine(data: Mapping[str, Any], path: str | None) -> EngineSettings:
-    import re
-
     raw = data.get("engine", {})
     if not isinstance(raw, dict):
         raise ConfigError("must be a table", path=path, key="engine")
@@ -596,6 +594,23 @@ def _parse_engine(data: Mapping[str, Any], path: str | None) -> EngineSettings:
     return EngineSettings(mem.strip() if mem else None, po, master, conf)
 
 
+_SPARK_MASTER = re.compile(
+    r"local(\[(\*|[1-9]\d*)(,[1-9]\d*)?\])?|local-cluster\[[1-9]\d*,[1-9]\d*,[1-9]\d*\]"
+    r"|yarn|spark://[^\s/]+(:\d+)?(,[^\s/]+(:\d+)?)*|k8s://\S+"
+)
+
+
+def spark_master_problem(master: str) -> str | None:
+    """Why Spark would refuse this master URL (None: it has the form of one): said before a
+    JVM starts, in one line, instead of the JVM's stack trace."""
+    if _SPARK_MASTER.fullmatch(master.strip()):
+        return None
+    return (
+        f"{master!r} is not a Spark master: local, local[N], local[*], local[N,retries], "
+        "spark://HOST:PORT, yarn or k8s://URL"
+    )
+
+
 def _parse_spark(raw: Any, path: str | None) -> tuple[str | None, tuple[tuple[str, str], ...]]:
     """``[engine.spark]``: ``master`` and Spark options. Dotted keys may be written bare
     (``spark.executor.memory = "4g"`` is a nested table in TOML): they are joined again."""
@@ -612,7 +627,11 @@ def _parse_spark(raw: Any, path: str | None) -> tuple[str | None, tuple[tuple[st
                 flat[key] = v
 
     walk("", raw)
-    master = _Reader(flat, "engine.spark", path).text("master")
+    r = _Reader(flat, "engine.spark", path)
+    master = r.text("master")
+    problem = spark_master_problem(master) if master is not None else None
+    if problem:
+        raise r.fail("master", problem)
     conf: list[tuple[str, str]] = []
     for k, v in flat.items():
         if k == "master":
