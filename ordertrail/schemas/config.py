@@ -629,8 +629,7 @@ def _parse_spark(raw: Any, path: str | None) -> tuple[str | None, tuple[tuple[st
     walk("", raw)
     r = _Reader(flat, "engine.spark", path)
     master = r.text("master")
-    problem = spark_master_problem(master) if master is not None else None
-    if problem:
+    if master is not None and (problem := spark_master_problem(master)):
         raise r.fail("master", problem)
     conf: list[tuple[str, str]] = []
     for k, v in flat.items():
